@@ -1,0 +1,42 @@
+# `make run` serves the app on http://127.0.0.1:8000; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run migrate test lint bench chromium clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/aigen migrate
+	$(BIN)/aigen serve --host $(HOST) --port $(PORT)
+
+migrate: install
+	$(BIN)/aigen migrate
+
+test: install chromium
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+bench: install
+	$(BIN)/python bench/run.py
+
+# Browser tests drive Debian's chromium through playwright (never `playwright install`).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || { \
+		echo "installing Debian chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,37 @@
+"""The JSON API: POST /api/generate."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, jsonify, request
+
+from aigen.auth import current_user_id
+from aigen.errors import APIError
+from aigen.generation import validate_prompt
+from aigen.runtime import runtime
+
+blueprint = Blueprint("api", __name__, url_prefix="/api")
+
+
+def require_user_id() -> int:
+    """The signed-in user's id, or 401 JSON."""
+    user_id = current_user_id()
+    if user_id is None:
+        raise APIError(401, "Unauthorized")
+    return user_id
+
+
+async def json_body() -> object:
+    """The request's JSON, or 400 when it is not JSON."""
+    body = await request.get_json(force=True, silent=True)
+    if body is None:
+        raise APIError(400, "Request body must be JSON.")
+    return body
+
+
+@blueprint.post("/generate")
+async def generate() -> Response:
+    """Generate an answer to a prompt, charging one credit."""
+    user_id = require_user_id()
+    prompt = validate_prompt(await json_body(), runtime().settings.max_prompt_chars)
+    outcome = await runtime().generations.generate(user_id, prompt)
+    return jsonify(outcome.to_json())

@@ -1,0 +1,136 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
+
+from quart import Quart
+from quart_auth import QuartAuth
+
+from aigen import api, auth, health, pages
+from aigen.claude import ClaudeClient
+from aigen.config import ConfigError, Settings, load_settings
+from aigen.db import create_pool, migrate
+from aigen.errors import register_error_handlers
+from aigen.logs import configure_logging
+from aigen.generation import GenerationService, sweep_stale
+from aigen.oidc import OIDCClient
+from aigen.paths import STATIC_DIR, TEMPLATES_DIR
+from aigen.runtime import EXTENSION_KEY, Runtime
+
+log = logging.getLogger(__name__)
+
+SESSION_DAYS = 30
+DRAIN_SECONDS = 30.0
+# Used only when no ANTHROPIC_API_KEY is configured and the local server answers instead.
+LOCAL_API_KEY = "local-development-key"
+
+
+def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
+    """Build the app from the environment, with `overrides` taking precedence (tests)."""
+    configure_logging()
+    settings = load_settings({**os.environ, **(overrides or {})})
+    if not settings.database_url:
+        raise ConfigError(
+            "DATABASE_URL is not set: run the app with `aigen serve`, which starts the embedded"
+            " PostgreSQL in development, or set DATABASE_URL"
+        )
+    app = Quart(
+        __name__,
+        template_folder=str(TEMPLATES_DIR),
+        static_folder=str(STATIC_DIR),
+        static_url_path="/static",
+    )
+    _configure(app, settings)
+    app.extensions[EXTENSION_KEY] = Runtime(settings=settings)
+    QuartAuth(app)
+    for module in (health, auth, api, pages):
+        app.register_blueprint(module.blueprint)
+    register_error_handlers(app)
+    app.before_serving(_start)
+    app.after_serving(_stop)
+    app.jinja_env.globals.update(dev_defaults=settings.dev_defaults, settings=settings)
+    _announce_defaults(settings)
+    return app
+
+
+def _configure(app: Quart, settings: Settings) -> None:
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=max(settings.max_prompt_chars * 8, 64 * 1024),
+        QUART_AUTH_COOKIE_SECURE=settings.is_production,
+        QUART_AUTH_COOKIE_SAMESITE="Lax",
+        QUART_AUTH_COOKIE_HTTP_ONLY=True,
+        QUART_AUTH_COOKIE_NAME="aigen_auth",
+        QUART_AUTH_DURATION=SESSION_DAYS * 24 * 3600,
+        SESSION_COOKIE_NAME="aigen_session",
+        SESSION_COOKIE_SECURE=settings.is_production,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        TEMPLATES_AUTO_RELOAD=not settings.is_production,
+    )
+
+
+def _announce_defaults(settings: Settings) -> None:
+    for name in settings.dev_defaults:
+        log.warning("development mode: using the %s", name)
+
+
+async def _start() -> None:
+    """Open the pool, migrate, build clients and start the sweeper."""
+    from quart import current_app
+
+    runtime: Runtime = current_app.extensions[EXTENSION_KEY]
+    settings = runtime.settings
+    await migrate(settings.database_url)
+    runtime.pool = await create_pool(settings.database_url, settings.db_pool_max)
+    runtime.claude = ClaudeClient(
+        api_key=settings.anthropic_api_key or LOCAL_API_KEY,
+        base_url=settings.anthropic_base_url,
+        model=settings.model,
+        max_tokens=settings.max_tokens,
+        timeout=settings.upstream_timeout,
+    )
+    runtime.generations = GenerationService(runtime.pool, runtime.claude)
+    runtime.oidc = OIDCClient(
+        discovery_url=settings.oidc_discovery_url,
+        client_id=settings.google_client_id or "",
+        client_secret=settings.google_client_secret or "",
+        redirect_uri=settings.redirect_uri,
+    )
+    sweeper = asyncio.create_task(_sweep_forever(runtime))
+    runtime.background.add(sweeper)
+
+
+async def _sweep_forever(runtime: Runtime) -> None:
+    """Fail and refund abandoned reservations at start-up and then periodically."""
+    settings = runtime.settings
+    while True:
+        try:
+            await sweep_stale(runtime.pool, settings.stale_after)
+        except Exception:  # noqa: BLE001 - a failed sweep is retried at the next interval
+            log.exception("sweeping stale generations failed")
+        await asyncio.sleep(settings.sweep_interval)
+
+
+async def _stop() -> None:
+    """Let calls in flight finish, then close everything opened in _start."""
+    from quart import current_app
+
+    runtime: Runtime = current_app.extensions[EXTENSION_KEY]
+    for task in runtime.background:
+        task.cancel()
+    for task in runtime.background:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if runtime.generations is not None:
+        await runtime.generations.drain(DRAIN_SECONDS)
+    for client in (runtime.claude, runtime.oidc):
+        if client is not None:
+            await client.aclose()
+    if runtime.pool is not None:
+        await runtime.pool.close()

