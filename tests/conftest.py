@@ -22,7 +22,8 @@ from aigen.dev_oidc import LocalOIDCProvider
 from aigen.fake_anthropic import FakeAnthropicServer
 from aigen.repository import User
 
-TEST_DATABASE = "aigen_test"
+# Parallel checkouts set AIGEN_TEST_DATABASE so they do not drop each other's database.
+TEST_DATABASE = os.environ.get("AIGEN_TEST_DATABASE", "aigen_test")
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-for-production-0123456789"
 
