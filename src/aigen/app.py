@@ -16,8 +16,8 @@ from aigen.claude import ClaudeClient
 from aigen.config import ConfigError, Settings, load_settings
 from aigen.db import create_pool, migrate
 from aigen.errors import register_error_handlers
-from aigen.logs import configure_logging
 from aigen.generation import GenerationService, sweep_stale
+from aigen.logs import configure_logging
 from aigen.oidc import OIDCClient
 from aigen.paths import STATIC_DIR, TEMPLATES_DIR
 from aigen.runtime import EXTENSION_KEY, Runtime

@@ -113,6 +113,9 @@ def upstream_error(error: BaseException) -> UpstreamError:
         return UpstreamError(503, "Claude is unreachable right now.", retryable=True)
     if isinstance(error, anthropic.APIStatusError):
         return _status_error(error.status_code)
+    if isinstance(error, ValueError):
+        # The SDK does not wrap a 200 whose JSON body is cut short (json.JSONDecodeError).
+        return UpstreamError(502, "Claude returned a malformed answer.", retryable=True)
     return UpstreamError(502, "Claude returned an unexpected answer.", retryable=False)
 
 

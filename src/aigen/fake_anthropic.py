@@ -2,13 +2,34 @@
 
 The real ``anthropic`` SDK works against it unchanged::
 
-    with FakeAnthropicServer() as fake:
+    with FakeAnthropicServer() as fake:                      # or: python -m aigen.fake_anthropic
         client = AsyncAnthropic(base_url=fake.base_url, api_key="anything")
+        fake.set_scenario([{"type": "fail", "status": 529, "times": 2}])
 
-Answers are deterministic Markdown derived from the last user message and the model. Token
-counts use one rule everywhere: a token is a run of word characters or a single punctuation
-character, each with the whitespace before it (so ``"Hello, world!"`` is 4 tokens). Faults come
-from a queue filled through ``POST /_fake/scenario`` or from ``[fake:...]`` directives in a prompt.
+``POST /v1/messages`` answers deterministic Markdown derived from the last user message and the
+model, as JSON or (``"stream": true``) as Anthropic's server-sent events. Token counts use one
+rule everywhere: a token is a run of word characters or one punctuation character, each with the
+whitespace before it (``"Hello, world!"`` is 4 tokens); ``input_tokens`` counts the system prompt
+and every turn.
+
+Behaviors, queued by ``POST /_fake/scenario {"behaviors": [...]}`` (each with optional
+``"times": n``) and consumed in order by valid /v1/messages calls:
+
+- ``{"type": "fail", "status": 529}``: Anthropic's error JSON for the status (optional
+  ``message``, ``error_code``; ``retry_after`` seconds for 429, default 1).
+- ``{"type": "delay", "seconds": 3}``: sleep, then answer normally.
+- ``{"type": "malformed"}``: 200 with an HTML body (``"content_type": "application/json"``
+  sends truncated JSON instead; ``body`` sets the exact text).
+- ``{"type": "reply", "text": "..."}``: answer this text instead (``max_tokens`` still applies).
+- ``{"type": "stream_stall"}``: send the first events, then nothing for ``seconds`` (an hour).
+- ``{"type": "stream_disconnect"}``: send the first events, then drop the connection.
+- ``{"type": "stream_error", "status": 529}``: send the first events, then an ``error`` event.
+
+A non-streaming call stalls or drops its connection for the stream faults. With the queue empty,
+a prompt directive applies to that call: ``[fake:fail=529]``, ``[fake:delay=3]``,
+``[fake:malformed]``, ``[fake:stall]``, ``[fake:disconnect]``, ``[fake:stream_error]``,
+``[fake:reply=text]``. ``DELETE /_fake/scenario`` empties the queue, ``GET /_fake/requests`` lists
+the calls received and ``DELETE /_fake/requests`` forgets them.
 """
 
 from __future__ import annotations
@@ -47,6 +68,7 @@ START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 5.0
 ADMIN_TIMEOUT_SECONDS = 5.0
 DIRECTIVE_PATTERN = re.compile(r"\[fake:(\w+)(?:=([^\]]*))?\]")
+STREAM_FAULTS = frozenset({"stream_stall", "stream_disconnect", "stream_error"})
 DIRECTIVE_ALIASES = {"stall": "stream_stall", "disconnect": "stream_disconnect"}
 MALFORMED_BODY = "<html><body><h1>502 Bad Gateway</h1><p>upstream hiccup</p></body></html>"
 MALFORMED_JSON_BODY = '{"id": "msg_truncated", "type": "message", "content": [{"type": "te'
@@ -174,15 +196,14 @@ def _first_line(prompt: str, limit: int = 120) -> str:
 def finish_reply(text: str, max_tokens: int, stop_sequences: Sequence[str] = ()) -> Reply:
     """Cut the text at the first stop sequence, then at ``max_tokens``."""
     hits = [(text.find(s), s) for s in stop_sequences if s and s in text]
-    if hits:
-        position, sequence = min(hits)
-        text = text[:position]
+    stop_sequence = min(hits)[1] if hits else None
+    if stop_sequence is not None:
+        text = text[: text.find(stop_sequence)]
     tokens = tokenize(text)
     if len(tokens) > max_tokens:
         return Reply("".join(tokens[:max_tokens]), "max_tokens", None, max_tokens)
-    if hits:
-        return Reply(text, "stop_sequence", sequence, len(tokens))
-    return Reply(text, "end_turn", None, len(tokens))
+    stop_reason = "end_turn" if stop_sequence is None else "stop_sequence"
+    return Reply(text, stop_reason, stop_sequence, len(tokens))
 
 
 # --- request validation ------------------------------------------------------------------------
@@ -194,7 +215,7 @@ def parse_messages_request(body: Any) -> MessagesRequest:
         raise FakeApiError(400, "Request body must be a JSON object.")
     model = _require(body, "model", str)
     max_tokens = _require(body, "max_tokens", int)
-    if isinstance(max_tokens, bool) or max_tokens < 1:
+    if max_tokens < 1:
         raise FakeApiError(400, "max_tokens: Input should be greater than or equal to 1")
     turns = _parse_messages(_require(body, "messages", list))
     system = _block_text(body.get("system", ""), "system")
@@ -322,7 +343,8 @@ def normalize_behavior(raw: Any) -> tuple[dict[str, Any], int]:
     times = raw.get("times", 1)
     if isinstance(times, bool) or not isinstance(times, int) or times < 1:
         raise ValueError("times must be a positive integer")
-    return {"type": raw["type"], **BEHAVIOR_OPTIONS[raw["type"]](raw)}, times
+    options = BEHAVIOR_OPTIONS[raw["type"]](raw)
+    return {"type": raw["type"]} | {k: v for k, v in options.items() if v is not None}, times
 
 
 def behavior_from_directive(prompt: str) -> dict[str, Any] | None:
@@ -450,7 +472,7 @@ async def stream_events(
 
 async def _stream_fault(fault: dict[str, Any]) -> AsyncIterator[bytes]:
     if fault["type"] == "stream_error":
-        error = error_object(fault["status"], fault["message"])
+        error = error_object(fault["status"], fault.get("message"))
         yield sse({"type": "error", "error": error})
         return
     if fault["type"] == "stream_stall":
@@ -473,7 +495,7 @@ async def _dropped_body() -> AsyncIterator[bytes]:
 def malformed_response(behavior: dict[str, Any]) -> Response:
     """Answer 200 with a body that is not the Message JSON the client expects."""
     is_json = "json" in behavior["content_type"]
-    body = behavior["body"] or (MALFORMED_JSON_BODY if is_json else MALFORMED_BODY)
+    body = behavior.get("body") or (MALFORMED_JSON_BODY if is_json else MALFORMED_BODY)
     return current_app.response_class(body, status=200, content_type=behavior["content_type"])
 
 
@@ -494,7 +516,7 @@ def _log_request(body: Any) -> dict[str, Any]:
         "method": request.method,
         "path": request.path,
         "model": fields.get("model"),
-        "prompt": content if isinstance(content, str) else json.dumps(content),
+        "prompt": content if isinstance(content, str) else None,
         "stream": fields.get("stream") is True,
         "max_tokens": fields.get("max_tokens"),
         "behavior": None,
@@ -518,8 +540,9 @@ async def create_message() -> Response:
     entry = _log_request(body)
     _check_headers()
     req = parse_messages_request(body)
+    entry["prompt"] = req.prompt
     behavior = _state().pop_behavior() or behavior_from_directive(req.prompt)
-    entry["prompt"], entry["behavior"] = req.prompt, behavior and behavior["type"]
+    entry["behavior"] = behavior["type"] if behavior else None
     if _state().latency_ms:
         await asyncio.sleep(_state().latency_ms / 1000)
     return await answer(req, behavior)
@@ -529,34 +552,28 @@ async def answer(req: MessagesRequest, behavior: dict[str, Any] | None) -> Respo
     """Produce the answer for a valid request under one behavior (or none)."""
     kind = behavior["type"] if behavior else None
     if kind == "fail":
-        raise FakeApiError(**behavior_fail_arguments(behavior))
-    if kind == "delay":
-        await asyncio.sleep(behavior["seconds"])
+        raise FakeApiError(**{key: value for key, value in behavior.items() if key != "type"})
     if kind == "malformed":
         return malformed_response(behavior)
+    if kind == "delay":
+        await asyncio.sleep(behavior["seconds"])
     text = behavior["text"] if kind == "reply" else compose_reply(req.prompt, req.model)
     reply = finish_reply(text, req.max_tokens, req.stop_sequences)
-    fault = behavior if kind in ("stream_stall", "stream_disconnect", "stream_error") else None
+    fault = behavior if kind in STREAM_FAULTS else None
     if req.stream:
-        chunk_delay = _state().chunk_delay_ms / 1000
-        return stream_response(stream_events(req, reply, chunk_delay, fault))
-    return await _plain_answer(req, reply, fault)
-
-
-def behavior_fail_arguments(behavior: dict[str, Any]) -> dict[str, Any]:
-    """Map a ``fail`` behavior onto ``FakeApiError`` arguments."""
-    return {key: value for key, value in behavior.items() if key != "type"}
-
-
-async def _plain_answer(req: MessagesRequest, reply: Reply, fault: dict[str, Any] | None) -> Any:
-    # Stream faults on a non-streaming call fail the way a proxy in between would.
-    if fault and fault["type"] == "stream_stall":
-        await asyncio.sleep(fault["seconds"])
-    if fault and fault["type"] in ("stream_stall", "stream_disconnect"):
-        return stream_response(_dropped_body(), "application/json")
-    if fault:
-        raise FakeApiError(fault["status"], fault["message"])
+        return stream_response(stream_events(req, reply, _state().chunk_delay_ms / 1000, fault))
+    if fault is not None:
+        return await _fail_plain_call(fault)
     return jsonify(message_json(req, reply))
+
+
+async def _fail_plain_call(fault: dict[str, Any]) -> Response:
+    # A stream fault on a non-streaming call fails the way a proxy in between would.
+    if fault["type"] == "stream_error":
+        raise FakeApiError(fault["status"], fault.get("message"))
+    if fault["type"] == "stream_stall":
+        await asyncio.sleep(fault["seconds"])
+    return stream_response(_dropped_body(), "application/json")
 
 
 @blueprint.get("/_fake/scenario")
@@ -709,6 +726,20 @@ def hypercorn_config(sock: socket.socket, *, loglevel: str = "INFO") -> Config:
     return config
 
 
+def _ignore_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # Python 3.11 logs each connection hypercorn cancels after its graceful timeout as an error.
+    if not isinstance(context.get("exception"), asyncio.CancelledError):
+        loop.default_exception_handler(context)
+
+
+async def serve_app(
+    app: Quart, config: Config, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None
+) -> None:
+    """Serve the app with hypercorn until the trigger fires (or SIGINT/SIGTERM without one)."""
+    asyncio.get_running_loop().set_exception_handler(_ignore_cancelled)
+    await serve(app, config, shutdown_trigger=shutdown_trigger)
+
+
 class FakeAnthropicServer:
     """Serve the fake with hypercorn on 127.0.0.1 in a daemon thread with its own event loop."""
 
@@ -795,7 +826,7 @@ class FakeAnthropicServer:
     async def _serve(self, config: Config) -> None:
         self._loop = asyncio.get_running_loop()
         self._shutdown = asyncio.Event()
-        await serve(self.app, config, shutdown_trigger=self._shutdown.wait)
+        await serve_app(self.app, config, self._shutdown.wait)
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -814,7 +845,8 @@ def is_loopback(host: str) -> bool:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line of ``python -m aigen.fake_anthropic``."""
     parser = argparse.ArgumentParser(
-        prog="python -m aigen.fake_anthropic", description="Local fake of the Anthropic Messages API."
+        prog="python -m aigen.fake_anthropic",
+        description="Local fake of the Anthropic Messages API.",
     )
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -834,8 +866,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock = listening_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    print(f"Fake Anthropic API on {url} (ANTHROPIC_BASE_URL={url}); admin at {url}/_fake/scenario")
-    asyncio.run(serve(app, hypercorn_config(sock)))
+    print(f"Fake Anthropic API on {url} (ANTHROPIC_BASE_URL={url})", flush=True)
+    asyncio.run(serve_app(app, hypercorn_config(sock)))
     return 0
 
 

@@ -8,7 +8,8 @@ from datetime import datetime
 import asyncpg
 
 USER_COLUMNS = (
-    "id, sub, email, email_verified, name, avatar_url, plan, credits_used, credits_limit, created_at"
+    "id, sub, email, email_verified, name, avatar_url, plan, credits_used, credits_limit,"
+    " created_at"
 )
 GENERATION_COLUMNS = (
     "id, user_id, prompt, result, status, model, input_tokens, output_tokens, error,"

@@ -1,0 +1,132 @@
+"""Settings from the environment: defaults, one clear line per bad value, production refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from aigen.config import (
+    EMBEDDED_POSTGRES,
+    LOCAL_CLAUDE,
+    LOCAL_SIGN_IN,
+    ConfigError,
+    load_settings,
+)
+
+PRODUCTION = {
+    "AIGEN_ENV": "production",
+    "SECRET_KEY": "s" * 40,
+    "PUBLIC_URL": "https://aigen.example.com",
+    "DATABASE_URL": "postgresql://aigen:pw@db.internal:5432/aigen",
+    "GOOGLE_CLIENT_ID": "id.apps.googleusercontent.com",
+    "GOOGLE_CLIENT_SECRET": "google-secret",
+    "ANTHROPIC_API_KEY": "sk-ant-real",
+    "REDIS_URL": "redis://cache.internal:6379/0",
+    "SMTP_URL": "smtp://mailer:pw@smtp.internal:587",
+}
+
+
+def test_defaults_match_the_documented_table() -> None:
+    settings = load_settings({})
+    assert settings.env == "development" and not settings.is_production
+    assert settings.public_url == "http://127.0.0.1:8000"
+    assert settings.redirect_uri == "http://127.0.0.1:8000/auth/callback"
+    assert settings.db_pool_max == 10
+    assert settings.oidc_discovery_url == (
+        "https://accounts.google.com/.well-known/openid-configuration"
+    )
+    assert (settings.model, settings.max_tokens) == ("claude-opus-4-5", 1024)
+    assert settings.upstream_timeout == 120.0
+    assert (settings.free_credits, settings.max_prompt_chars) == (10, 20000)
+    assert settings.rate_limit == "10/minute"
+    assert settings.missing_services() == [EMBEDDED_POSTGRES, LOCAL_SIGN_IN, LOCAL_CLAUDE]
+
+
+def test_values_are_parsed() -> None:
+    settings = load_settings({
+        "PUBLIC_URL": "https://x.example/", "DB_POOL_MAX": "4", "AIGEN_MAX_TOKENS": "256",
+        "AIGEN_UPSTREAM_TIMEOUT": "2.5", "FREE_CREDITS": "0", "MAX_PROMPT_CHARS": "50",
+        "AIGEN_MODEL": "claude-sonnet-4-5",
+    })
+    assert settings.public_url == "https://x.example"
+    assert (settings.db_pool_max, settings.max_tokens, settings.upstream_timeout) == (4, 256, 2.5)
+    assert (settings.free_credits, settings.max_prompt_chars) == (0, 50)
+    assert settings.model == "claude-sonnet-4-5"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AIGEN_ENV", "staging"),
+        ("DB_POOL_MAX", "ten"),
+        ("DB_POOL_MAX", "1"),
+        ("AIGEN_MAX_TOKENS", "0"),
+        ("AIGEN_UPSTREAM_TIMEOUT", "-1"),
+        ("AIGEN_UPSTREAM_TIMEOUT", "soon"),
+        ("FREE_CREDITS", "-3"),
+        ("MAX_PROMPT_CHARS", "1.5"),
+        ("PUBLIC_URL", "127.0.0.1:8000"),
+        ("DATABASE_URL", "mysql://db/x"),
+        ("OIDC_DISCOVERY_URL", "accounts.google.com"),
+        ("ANTHROPIC_BASE_URL", "ftp://x"),
+        ("REDIS_URL", "http://cache"),
+        ("RATE_LIMIT", "lots"),
+        ("LOGIN_RATE_LIMIT", "0/minute"),
+        ("SMTP_URL", "smtp://"),
+    ],
+)
+def test_each_bad_value_stops_start_up_naming_it(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({name: value})
+    lines = str(raised.value).splitlines()
+    assert len(lines) == 1 and lines[0].startswith(name)
+
+
+def test_every_bad_value_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"DB_POOL_MAX": "x", "FREE_CREDITS": "y", "AIGEN_MAX_TOKENS": "z"})
+    assert len(str(raised.value).splitlines()) == 3
+
+
+def test_urls_with_passwords_are_never_echoed() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"DATABASE_URL": "mysql://u:hunter2@db/x", "SMTP_URL": "smtp://u:hunter2@h:0"})
+    assert "hunter2" not in str(raised.value)
+
+
+def test_google_id_and_secret_go_together() -> None:
+    with pytest.raises(ConfigError, match="GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET"):
+        load_settings({"GOOGLE_CLIENT_ID": "id"})
+
+
+def test_complete_production_settings_are_accepted() -> None:
+    settings = load_settings(PRODUCTION)
+    assert settings.is_production and settings.missing_services() == []
+    assert "pw" not in repr(settings) and "sk-ant" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "SECRET_KEY", "DATABASE_URL", "GOOGLE_CLIENT_ID", "ANTHROPIC_API_KEY", "REDIS_URL",
+        "SMTP_URL",
+    ],
+)
+def test_production_refuses_to_start_without(missing: str) -> None:
+    environ = {key: value for key, value in PRODUCTION.items() if key != missing}
+    if missing == "GOOGLE_CLIENT_ID":
+        environ.pop("GOOGLE_CLIENT_SECRET")
+    with pytest.raises(ConfigError, match=missing):
+        load_settings(environ)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"SECRET_KEY": "short"}, "SECRET_KEY must be at least 32"),
+        ({"PUBLIC_URL": "http://aigen.example.com"}, "PUBLIC_URL must use https"),
+        ({"AIGEN_DEV_DEFAULTS": EMBEDDED_POSTGRES}, "refuses development defaults"),
+    ],
+)
+def test_production_refuses_development_shortcuts(change: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings({**PRODUCTION, **change})
