@@ -105,6 +105,13 @@ def valid_claims(fake: FakeProvider, nonce: str) -> dict[str, Any]:
     }
 
 
+def at_run_time(changes: dict[str, Any]) -> dict[str, Any]:
+    """Turn the time claims of a parametrized case (offsets in seconds) into timestamps now."""
+    now = int(time.time())
+    return {k: now + v if k in ("exp", "iat", "nbf") and v is not None else v
+            for k, v in changes.items()}
+
+
 async def sign_in_with_claims(
     client: OIDCClient, fake: FakeProvider, changes: dict[str, Any], key: RSAKey | None = None
 ) -> Identity:
@@ -218,14 +225,15 @@ async def test_rotated_key_is_fetched(fake: FakeProvider, client: OIDCClient) ->
         ({"email_verified": None}, (False, None)),
         ({"aud": [CLIENT_ID, "other"], "azp": CLIENT_ID}, (True, None)),
         ({"aud": [CLIENT_ID]}, (True, None)),
-        ({"exp": int(time.time()) - 30, "iat": int(time.time()) + 30}, (True, None)),
+        # Relative to the moment the test runs (see the test body), not to collection time.
+        ({"exp": -30, "iat": +30}, (True, None)),
     ],
     ids=["string-true", "string-false", "no-verified", "azp-is-us", "aud-list", "clock-skew"],
 )
 async def test_accepted_claims(
     fake: FakeProvider, client: OIDCClient, changes: dict[str, Any], expected: tuple
 ) -> None:
-    identity = await sign_in_with_claims(client, fake, changes)
+    identity = await sign_in_with_claims(client, fake, at_run_time(changes))
     assert (identity.email_verified, identity.name) == expected
 
 
@@ -241,9 +249,10 @@ async def test_accepted_claims(
         ({"aud": [CLIENT_ID, "other"], "azp": "other"}, MESSAGE_UNVERIFIED, "azp 'other'"),
         ({"aud": [CLIENT_ID, "other"]}, MESSAGE_UNVERIFIED, "azp None"),
         ({"azp": "other"}, MESSAGE_UNVERIFIED, "azp 'other'"),
-        ({"exp": int(time.time()) - 120}, MESSAGE_UNVERIFIED, "expired"),
-        ({"iat": int(time.time()) + 120}, MESSAGE_UNVERIFIED, "in the future"),
-        ({"nbf": int(time.time()) + 120}, MESSAGE_UNVERIFIED, "not yet valid"),
+        # Times are offsets from the moment the test runs.
+        ({"exp": -120}, MESSAGE_UNVERIFIED, "expired"),
+        ({"iat": +120}, MESSAGE_UNVERIFIED, "in the future"),
+        ({"nbf": +120}, MESSAGE_UNVERIFIED, "not yet valid"),
         ({"nonce": "replayed"}, MESSAGE_UNVERIFIED, "nonce"),
         ({"nonce": None}, MESSAGE_UNVERIFIED, "nonce"),
         ({"exp": None}, MESSAGE_UNVERIFIED, "'exp'"),
@@ -275,6 +284,7 @@ async def test_refused_claims(
     message: str,
     reason: str,
 ) -> None:
+    changes = at_run_time(changes)
     with pytest.raises(SignInError) as refused:
         await sign_in_with_claims(client, fake, changes)
     assert str(refused.value) == message
