@@ -30,10 +30,11 @@ from hypercorn.config import Config
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.conftest import _recreate_database, _with_database  # noqa: E402
+
 from aigen.app import create_app  # noqa: E402
 from aigen.db import migrate  # noqa: E402
 from aigen.fake_anthropic import FakeAnthropicAdmin  # noqa: E402
-from tests.conftest import _recreate_database, _with_database  # noqa: E402
 
 BENCH_DATABASE = "aigen_bench"
 SECRET = "bench-secret-key-bench-secret-key-0123456789"
