@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol
@@ -154,6 +155,39 @@ async def make_user(
 async def user(db: asyncpg.Connection) -> User:
     """A verified FREE user with 3 credits."""
     return await make_user(db)
+
+
+@asynccontextmanager
+async def served(app: Quart) -> AsyncIterator[str]:
+    """Serve an app (start-up hooks included) with hypercorn on a free loopback port."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from aigen.dev_oidc import find_free_port
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{find_free_port()}"]
+    config.accesslog = None
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
+    base_url = "http://" + config.bind[0]
+    async with httpx.AsyncClient() as http:
+        for _ in range(200):
+            try:
+                await http.get(base_url + "/healthz")
+                break
+            except httpx.TransportError:
+                await asyncio.sleep(0.02)
+    try:
+        yield base_url
+    finally:
+        stop.set()
+        await server
+
+
+def auth_cookie(app: Quart, user_id: int) -> str:
+    """The value of the sign-in cookie quart-auth would set for this user."""
+    return app.extensions["QUART_AUTH"][0].dump_token(str(user_id), app)
 
 
 @asynccontextmanager

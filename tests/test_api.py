@@ -6,13 +6,14 @@ import asyncio
 import json
 
 import asyncpg
+import httpx
 import pytest
 from quart import Quart
 
 from aigen.fake_anthropic import FakeAnthropicServer
 from aigen.generation import CREDIT_LIMIT_MESSAGE
 from aigen.repository import User
-from tests.conftest import make_user, signed_in
+from tests.conftest import auth_cookie, make_user, served, signed_in
 
 GENERATE = "/api/generate"
 
@@ -201,18 +202,26 @@ async def test_parallel_burst_never_spends_more_than_the_limit(
     assert await counts(db, burst_user.id) == (limit, {"succeeded": limit})
 
 
-async def test_client_gone_mid_call_still_finalizes(
-    app: Quart, user: User, db, fake_claude: FakeAnthropicServer
+async def test_real_http_disconnect_mid_call_still_finalizes(
+    app_settings, db, user: User, fake_claude: FakeAnthropicServer
 ) -> None:
+    """Over real HTTP through hypercorn: the client times out and closes; the row is kept."""
+    from aigen.app import create_app
+
     fake_claude.set_scenario([{"type": "delay", "seconds": 1}])
-    async with signed_in(app, user.id) as client:
-        request = asyncio.create_task(client.post(GENERATE, json={"prompt": "don't lose me"}))
-        await asyncio.sleep(0.4)
-        assert await counts(db, user.id) == (1, {"pending": 1})
-        request.cancel()  # the client hangs up while Claude is still working
-        await asyncio.sleep(1.5)
-    row = await db.fetchrow("SELECT status, result FROM generations WHERE user_id = $1", user.id)
-    assert row["status"] == "succeeded" and "don't lose me" in row["result"]
+    app = create_app(app_settings)
+    async with served(app) as base_url:
+        cookies = {"aigen_auth": auth_cookie(app, user.id)}
+        async with httpx.AsyncClient(base_url=base_url, cookies=cookies) as http:
+            with pytest.raises(httpx.ReadTimeout):
+                await http.post(
+                    GENERATE, json={"prompt": "hang up"}, headers={"Origin": base_url},
+                    timeout=0.3,
+                )
+        for _ in range(60):
+            if (await counts(db, user.id))[1] == {"succeeded": 1}:
+                break
+            await asyncio.sleep(0.05)
     assert await counts(db, user.id) == (1, {"succeeded": 1})
 
 
