@@ -240,3 +240,13 @@ async def test_logout_ends_the_session(client, db, oidc_provider: LocalOIDCProvi
     response = await client.post("/logout")
     assert response.status_code == 302 and response.headers["Location"] == "/"
     assert (await client.post("/api/generate", json={"prompt": "hi"})).status_code == 401
+
+
+def test_cookies_are_secure_in_production(database_url: str) -> None:
+    from tests.test_config import PRODUCTION
+
+    app = create_app({**PRODUCTION, "DATABASE_URL": database_url})
+    assert app.config["QUART_AUTH_COOKIE_SECURE"] is True
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    assert app.config["QUART_AUTH_COOKIE_HTTP_ONLY"] is True
+    assert app.config["QUART_AUTH_COOKIE_SAMESITE"] == "Lax"
