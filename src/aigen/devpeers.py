@@ -17,7 +17,8 @@ LOCAL_CLIENT_ID = "aigen-local"
 LOCAL_CLIENT_SECRET = "aigen-local-secret"
 # Typed on the local provider's authorize page; a verified address so free credits work at once.
 DEV_USERS = (
-    {"sub": "dev@example.com", "email": "dev@example.com", "email_verified": True, "name": "Dev User"},
+    {"sub": "dev@example.com", "email": "dev@example.com", "email_verified": True,
+     "name": "Dev User"},
     {"sub": "unverified@example.com", "email": "unverified@example.com", "email_verified": False,
      "name": "Unverified User"},
 )

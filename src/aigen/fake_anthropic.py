@@ -814,7 +814,8 @@ def is_loopback(host: str) -> bool:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line of ``python -m aigen.fake_anthropic``."""
     parser = argparse.ArgumentParser(
-        prog="python -m aigen.fake_anthropic", description="Local fake of the Anthropic Messages API."
+        prog="python -m aigen.fake_anthropic",
+        description="Local fake of the Anthropic Messages API.",
     )
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
