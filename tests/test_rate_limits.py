@@ -122,7 +122,9 @@ async def test_headers_count_down_then_429_charges_nothing(
     for number, response in enumerate(allowed, start=1):
         assert response.status_code == 200
         assert [response.headers[name] for name in HEADER_NAMES] == [
-            "3", str(3 - number), str(20 * number)
+            "3",
+            str(3 - number),
+            str(20 * number),
         ]
         assert "Retry-After" not in response.headers
     assert refused.status_code == 429
