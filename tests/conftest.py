@@ -93,7 +93,10 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 def app_settings(
-    database_url: str, fake_claude: FakeAnthropicServer, oidc_provider: LocalOIDCProvider
+    database_url: str,
+    fake_claude: FakeAnthropicServer,
+    oidc_provider: LocalOIDCProvider,
+    tmp_path: Path,
 ) -> dict[str, str]:
     """Environment overrides of the app under test; tests may change them before `app`."""
     fake_claude.clear()
@@ -111,6 +114,11 @@ def app_settings(
         "FREE_CREDITS": "3",
         "AIGEN_UPSTREAM_TIMEOUT": "5",
         "AIGEN_DEV_DEFAULTS": "",
+        # In-process limiter (no REDIS_URL) with limits no ordinary test reaches; the tests of
+        # limits set their own, and Redis where they need it (tests/test_rate_limits.py).
+        "RATE_LIMIT": "10000/minute",
+        "LOGIN_RATE_LIMIT": "10000/minute",
+        "AIGEN_DATA_DIR": str(tmp_path / "aigen-data"),
     }
 
 

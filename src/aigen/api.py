@@ -1,13 +1,17 @@
-"""The JSON API: POST /api/generate."""
+"""The JSON API: POST /api/generate and GET /api/usage."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from quart import Blueprint, Response, jsonify, request
 
+from aigen import repository
 from aigen.auth import current_user_id
 from aigen.errors import APIError
 from aigen.generation import validate_prompt
 from aigen.runtime import runtime
+from aigen.usage import month_period, usage_json
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -35,3 +39,16 @@ async def generate() -> Response:
     prompt = validate_prompt(await json_body(), runtime().settings.max_prompt_chars)
     outcome = await runtime().generations.generate(user_id, prompt)
     return jsonify(outcome.to_json())
+
+
+@blueprint.get("/usage")
+async def usage() -> Response:
+    """The user's plan, credits and this month's generations, tokens and days (UTC)."""
+    user_id = require_user_id()
+    start, end = month_period(datetime.now(UTC))
+    async with runtime().pool.acquire() as conn:
+        user = await repository.select_user(conn, user_id)
+        if user is None:
+            raise APIError(401, "Unauthorized")
+        counted = await repository.select_usage(conn, user_id, start, end)
+    return jsonify(usage_json(user, counted, start, end))

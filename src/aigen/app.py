@@ -7,19 +7,28 @@ import contextlib
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from quart import Quart
 from quart_auth import QuartAuth
 
-from aigen import api, auth, health, pages
+from aigen import api, auth, health, limits, pages, verification
 from aigen.claude import ClaudeClient
-from aigen.config import ConfigError, Settings, load_settings
+from aigen.config import (
+    IN_PROCESS_RATE_LIMITER,
+    LOCAL_OUTBOX,
+    ConfigError,
+    Settings,
+    load_settings,
+)
 from aigen.db import create_pool, migrate
 from aigen.errors import register_error_handlers
 from aigen.generation import GenerationService, sweep_stale
 from aigen.logs import configure_logging
+from aigen.mail import BackgroundMailer, Mailer, OutboxMailer, SMTPMailer, parse_smtp_url
 from aigen.oidc import OIDCClient
 from aigen.paths import STATIC_DIR, TEMPLATES_DIR
+from aigen.ratelimit import parse_rate_limit
 from aigen.runtime import EXTENSION_KEY, Runtime
 
 log = logging.getLogger(__name__)
@@ -48,12 +57,14 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     _configure(app, settings)
     app.extensions[EXTENSION_KEY] = Runtime(settings=settings)
     QuartAuth(app)
-    for module in (health, auth, api, pages):
+    for module in (health, auth, api, pages, verification):
         app.register_blueprint(module.blueprint)
     register_error_handlers(app)
+    limits.install(app, settings)
     app.before_serving(_start)
     app.after_serving(_stop)
-    app.jinja_env.globals.update(dev_defaults=settings.dev_defaults, settings=settings)
+    dev_defaults = (*settings.dev_defaults, *settings.in_process_defaults())
+    app.jinja_env.globals.update(dev_defaults=dev_defaults, settings=settings)
     _announce_defaults(settings)
     return app
 
@@ -78,6 +89,27 @@ def _configure(app: Quart, settings: Settings) -> None:
 def _announce_defaults(settings: Settings) -> None:
     for name in settings.dev_defaults:
         log.warning("development mode: using the %s", name)
+    if not settings.redis_url:
+        log.warning(
+            "development mode: REDIS_URL is unset, using the %s (limits are per process)",
+            IN_PROCESS_RATE_LIMITER,
+        )
+    if not settings.smtp_url:
+        log.warning(
+            "development mode: SMTP_URL is unset, mail goes to the log and the %s in %s",
+            LOCAL_OUTBOX,
+            _outbox(settings).resolve(),
+        )
+
+
+def _outbox(settings: Settings) -> Path:
+    return settings.data_dir / "outbox"
+
+
+def _mailer(settings: Settings) -> Mailer:
+    if settings.smtp_url:
+        return SMTPMailer(parse_smtp_url(settings.smtp_url), settings.mail_from)
+    return OutboxMailer(_outbox(settings), settings.mail_from)
 
 
 async def _start() -> None:
@@ -95,7 +127,14 @@ async def _start() -> None:
         max_tokens=settings.max_tokens,
         timeout=settings.upstream_timeout,
     )
-    runtime.generations = GenerationService(runtime.pool, runtime.claude)
+    runtime.limiter, runtime.redis = limits.build_limiter(settings)
+    runtime.mailer = BackgroundMailer(_mailer(settings))
+    runtime.generations = GenerationService(
+        runtime.pool,
+        runtime.claude,
+        limiter=runtime.limiter,
+        rate_limit=parse_rate_limit(settings.rate_limit),
+    )
     runtime.oidc = OIDCClient(
         discovery_url=settings.oidc_discovery_url,
         client_id=settings.google_client_id or "",
@@ -129,6 +168,10 @@ async def _stop() -> None:
             await task
     if runtime.generations is not None:
         await runtime.generations.drain(DRAIN_SECONDS)
+    if runtime.mailer is not None:
+        await runtime.mailer.drain()
+    if runtime.redis is not None:
+        await runtime.redis.aclose()
     for client in (runtime.claude, runtime.oidc):
         if client is not None:
             await client.aclose()

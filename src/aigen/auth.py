@@ -68,6 +68,9 @@ async def callback() -> Response:
     user = await _save_identity(identity)
     login_user(AuthUser(str(user.id)), remember=True)
     log.info("user %s signed in", user.id)
+    from aigen.verification import send_link_after_sign_in  # it imports this module
+
+    await send_link_after_sign_in(user)
     return redirect(safe_next(stored.get("next")))
 
 

@@ -50,6 +50,8 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)
     rate_limit: str = "10/minute"
     login_rate_limit: str = "20/minute"
+    rate_limit_prefix: str = "aigen:ratelimit:"
+    forwarded_hops: int = 0
     smtp_url: str | None = field(default=None, repr=False)
     mail_from: str = "aigen <no-reply@localhost>"
     data_dir: Path = Path(".aigen")
@@ -81,6 +83,15 @@ class Settings:
         if not self.anthropic_api_key:
             missing.append(LOCAL_CLAUDE)
         return missing
+
+    def in_process_defaults(self) -> list[str]:
+        """The development defaults the app itself uses because their setting is unset."""
+        defaults = []
+        if not self.redis_url:
+            defaults.append(IN_PROCESS_RATE_LIMITER)
+        if not self.smtp_url:
+            defaults.append(LOCAL_OUTBOX)
+        return defaults
 
 
 class _Reader:
@@ -163,6 +174,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         redis_url=read.url("REDIS_URL", None, ("redis", "rediss", "unix")),
         rate_limit=_rate_limit(read, "RATE_LIMIT", "10/minute"),
         login_rate_limit=_rate_limit(read, "LOGIN_RATE_LIMIT", "20/minute"),
+        rate_limit_prefix=read.text("RATE_LIMIT_PREFIX", "aigen:ratelimit:"),
+        forwarded_hops=read.positive_int("FORWARDED_HOPS", 0, minimum=0),
         smtp_url=_smtp_url(read),
         mail_from=read.text("MAIL_FROM", "aigen <no-reply@localhost>"),
         data_dir=Path(read.text("AIGEN_DATA_DIR", ".aigen")),

@@ -15,11 +15,14 @@ import asyncpg
 from aigen import repository
 from aigen.claude import ClaudeClient, Completion, UpstreamError, upstream_error
 from aigen.errors import APIError
+from aigen.limits import Limiter, enforce
+from aigen.ratelimit import RateLimit
 from aigen.repository import Generation, User
 
 log = logging.getLogger(__name__)
 
 CREDIT_LIMIT_MESSAGE = "Credit limit reached. Upgrade to Pro for unlimited generations."
+VERIFY_EMAIL_MESSAGE = "Verify your e-mail address to receive free credits."
 STALE_ERROR = "Abandoned: the server stopped before Claude answered."
 
 
@@ -69,13 +72,23 @@ def validate_prompt(body: object, max_chars: int) -> str:
 class GenerationService:
     """Runs generations for signed-in users against one pool and one Claude client."""
 
-    def __init__(self, pool: asyncpg.Pool, claude: ClaudeClient) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        claude: ClaudeClient,
+        *,
+        limiter: Limiter | None = None,
+        rate_limit: RateLimit | None = None,
+    ) -> None:
         self.pool = pool
         self.claude = claude
+        self.limiter = limiter
+        self.rate_limit = rate_limit
         self._in_flight: set[asyncio.Task[GenerationOutcome]] = set()
 
     async def generate(self, user_id: int, prompt: str) -> GenerationOutcome:
-        """Reserve, call and finalize; raise APIError for 402 and upstream failures."""
+        """Rate-limit, reserve, call and finalize; APIError for 429/403/402 or upstream failure."""
+        await self.admit(user_id)
         generation = await self.reserve(user_id, prompt)
         # Shielded so a client that disconnects mid-call does not lose the generation.
         task = asyncio.create_task(self._call_and_finalize(generation))
@@ -83,12 +96,20 @@ class GenerationService:
         task.add_done_callback(self._in_flight.discard)
         return await asyncio.shield(task)
 
+    async def admit(self, user_id: int) -> None:
+        """The per-user rate limit, checked before anything is reserved (429: nothing stored)."""
+        if self.limiter is not None and self.rate_limit is not None:
+            await enforce(self.limiter, f"generate:user:{user_id}", self.rate_limit)
+
     async def reserve(self, user_id: int, prompt: str) -> Generation:
         """Lock the user row, check the plan, insert 'pending' and charge, in one transaction."""
         async with self.pool.acquire() as conn, conn.transaction():
             user = await repository.lock_user(conn, user_id)
             if user is None:
                 raise APIError(401, "Unauthorized")
+            # PRO users pay, so only free credits wait for a verified address.
+            if not user.is_pro and not user.email_verified:
+                raise APIError(403, VERIFY_EMAIL_MESSAGE, verify_email=True)
             if not user.is_pro and user.credits_used >= user.credits_limit:
                 raise APIError(402, CREDIT_LIMIT_MESSAGE, upgrade=True)
             generation = await repository.insert_generation(
@@ -136,7 +157,7 @@ class GenerationService:
             if failed is not None:
                 await repository.refund_credit(conn, generation.user_id)
 
-    async def drain(self, timeout: float) -> None:
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - wait, then give up
         """Wait for calls in flight (graceful shutdown) so they are finalized, not abandoned."""
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=timeout)

@@ -7,6 +7,7 @@ import asyncio
 from quart import Blueprint, Response, jsonify
 
 from aigen.db import load_migrations, pending_migrations
+from aigen.ratelimit import FailOpenRateLimiter
 from aigen.runtime import runtime
 
 blueprint = Blueprint("health", __name__)
@@ -22,11 +23,29 @@ async def healthz() -> Response:
 
 @blueprint.get("/readyz")
 async def readyz() -> tuple[Response, int]:
-    """Ready when the database answers and every migration is applied."""
+    """Ready when the database answers and every migration is applied.
+
+    A Redis outage makes the answer "degraded" but keeps it 200: generation goes on with the
+    rate limiter failing open, and a 503 would take every instance out of the load balancer
+    at once, turning a limiter outage into a full outage.
+    """
     problems = await _database_problems()
+    limiter = await _rate_limiter_status()
     if problems:
-        return jsonify({"status": "unavailable", "reasons": problems}), 503
-    return jsonify({"status": "ready"}), 200
+        body = {"status": "unavailable", "reasons": problems, "rate_limiter": limiter}
+        return jsonify(body), 503
+    if limiter["error"] is not None:
+        reason = f"rate limiter: {limiter['error']} (allowing requests unchecked)"
+        return jsonify({"status": "degraded", "reasons": [reason], "rate_limiter": limiter}), 200
+    return jsonify({"status": "ready", "rate_limiter": limiter}), 200
+
+
+async def _rate_limiter_status() -> dict[str, object]:
+    """Which limiter runs, whether Redis answers now, and how many hits it let through."""
+    limiter = runtime().limiter
+    if not isinstance(limiter, FailOpenRateLimiter):
+        return {"backend": "memory", "error": None, "failures": 0}
+    return {"backend": "redis", "error": await limiter.ping(), "failures": limiter.failures}
 
 
 async def _database_problems() -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 import asyncpg
 
@@ -60,6 +60,27 @@ class Generation:
     completed_at: datetime | None
 
 
+@dataclass(frozen=True)
+class DailyUsage:
+    """Generations created on one UTC day and the output tokens they used."""
+
+    date: date
+    generations: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A user's generations created in one period, counted by status, with token sums."""
+
+    total: int
+    succeeded: int
+    failed: int
+    input_tokens: int
+    output_tokens: int
+    daily: list[DailyUsage]
+
+
 def _user(row: asyncpg.Record | None) -> User | None:
     return None if row is None else User(**dict(row))
 
@@ -113,7 +134,14 @@ async def upsert_user(
         VALUES ($1, $2, $3, $4, $5, $6)
         ON CONFLICT (sub) DO UPDATE SET
             email = EXCLUDED.email,
-            email_verified = users.email_verified OR EXCLUDED.email_verified,
+            -- A changed address is only as verified as the provider says; its old link dies.
+            email_verified = CASE WHEN lower(users.email) = lower(EXCLUDED.email)
+                THEN users.email_verified OR EXCLUDED.email_verified
+                ELSE EXCLUDED.email_verified END,
+            verify_nonce = CASE WHEN lower(users.email) = lower(EXCLUDED.email)
+                THEN users.verify_nonce END,
+            verify_sent_at = CASE WHEN lower(users.email) = lower(EXCLUDED.email)
+                THEN users.verify_sent_at END,
             name = EXCLUDED.name,
             avatar_url = EXCLUDED.avatar_url
         RETURNING {USER_COLUMNS}
@@ -294,4 +322,85 @@ async def fail_stale_generations(
         """,
         older_than_seconds,
         error,
+    )
+
+
+async def update_verification_sent(
+    conn: asyncpg.Connection, user_id: int, nonce: str, *, unless_sent_within: float | None = None
+) -> str | None:
+    """Store the nonce of a new verification link; the address to send it to, or None.
+
+    None when the user is verified already, or when `unless_sent_within` seconds have not
+    passed since the last link (the check and the update are one statement, so two sign-ins
+    at once send one link).
+    """
+    return await conn.fetchval(
+        """
+        UPDATE users SET verify_nonce = $2, verify_sent_at = now()
+        WHERE id = $1 AND NOT email_verified
+          AND ($3::float8 IS NULL OR verify_sent_at IS NULL
+               OR verify_sent_at < now() - make_interval(secs => $3::float8))
+        RETURNING email
+        """,
+        user_id,
+        nonce,
+        unless_sent_within,
+    )
+
+
+async def select_verification_nonce(conn: asyncpg.Connection, user_id: int) -> str | None:
+    """The nonce of the user's one usable verification link, if any."""
+    return await conn.fetchval("SELECT verify_nonce FROM users WHERE id = $1", user_id)
+
+
+async def update_email_verified(conn: asyncpg.Connection, user_id: int) -> User | None:
+    """Mark the address verified and use up the pending link."""
+    row = await conn.fetchrow(
+        f"""
+        UPDATE users SET email_verified = true, verify_nonce = NULL WHERE id = $1
+        RETURNING {USER_COLUMNS}
+        """,
+        user_id,
+    )
+    return _user(row)
+
+
+async def select_usage(
+    conn: asyncpg.Connection, user_id: int, start: datetime, end: datetime
+) -> Usage:
+    """Counts and token sums of the generations created in [start, end), in total and per day.
+
+    One index-only range scan of generations_user_created_usage_idx: the empty grouping set
+    gives the totals row (day IS NULL), the others one row per UTC day that has generations.
+    """
+    rows = await conn.fetch(
+        """
+        WITH period AS (
+            SELECT (created_at AT TIME ZONE 'UTC')::date AS day,
+                   status, input_tokens, output_tokens
+            FROM generations
+            WHERE user_id = $1 AND created_at >= $2 AND created_at < $3
+        )
+        SELECT day,
+               count(*) AS total,
+               count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               coalesce(sum(input_tokens), 0)::bigint AS input_tokens,
+               coalesce(sum(output_tokens), 0)::bigint AS output_tokens
+        FROM period
+        GROUP BY GROUPING SETS ((day), ())
+        ORDER BY day NULLS FIRST
+        """,
+        user_id,
+        start,
+        end,
+    )
+    totals, days = rows[0], rows[1:]
+    return Usage(
+        total=totals["total"],
+        succeeded=totals["succeeded"],
+        failed=totals["failed"],
+        input_tokens=totals["input_tokens"],
+        output_tokens=totals["output_tokens"],
+        daily=[DailyUsage(row["day"], row["total"], row["output_tokens"]) for row in days],
     )

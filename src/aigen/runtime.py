@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import asyncpg
+import redis.asyncio
 from quart import current_app
 
 from aigen.config import Settings
@@ -13,6 +14,8 @@ from aigen.config import Settings
 if TYPE_CHECKING:
     from aigen.claude import ClaudeClient
     from aigen.generation import GenerationService
+    from aigen.limits import Limiter
+    from aigen.mail import BackgroundMailer
     from aigen.oidc import OIDCClient
 
 EXTENSION_KEY = "aigen"
@@ -27,6 +30,9 @@ class Runtime:
     claude: ClaudeClient | None = None
     generations: GenerationService | None = None
     oidc: OIDCClient | None = None
+    limiter: Limiter | None = None
+    redis: redis.asyncio.Redis | None = None
+    mailer: BackgroundMailer | None = None
     background: set = field(default_factory=set)
 
 
