@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from quart import Quart
 from quart_auth import QuartAuth
 
-from aigen import api, auth, health, pages
+from aigen import api, auth, csrf, generate_page, health, pages, security_headers
 from aigen.claude import ClaudeClient
 from aigen.config import ConfigError, Settings, load_settings
 from aigen.db import create_pool, migrate
@@ -48,8 +48,10 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     _configure(app, settings)
     app.extensions[EXTENSION_KEY] = Runtime(settings=settings)
     QuartAuth(app)
-    for module in (health, auth, api, pages):
+    for module in (health, auth, api, pages, generate_page):
         app.register_blueprint(module.blueprint)
+    csrf.init_app(app, settings.public_url)
+    security_headers.init_app(app, production=settings.is_production)
     register_error_handlers(app)
     app.before_serving(_start)
     app.after_serving(_stop)
