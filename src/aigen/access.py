@@ -25,9 +25,7 @@ def _return_path() -> str:
     if is_htmx():
         # A partial (e.g. /dashboard/usage) is no place to land: use the page it sits in.
         current = urlsplit(request.headers.get("HX-Current-URL", ""))
-        if current.netloc in ("", request.host):
-            return safe_next(current.path + (f"?{current.query}" if current.query else ""))
-        return safe_next(None)
+        return safe_next(current.path + (f"?{current.query}" if current.query else ""))
     if request.method != "GET":
         return safe_next(request.path)
     query = request.query_string.decode("latin-1")
