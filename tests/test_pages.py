@@ -148,10 +148,11 @@ async def test_generate_page_has_a_labelled_htmx_prompt_form(user_client) -> Non
     assert "required" in textarea and "data-submit-on-ctrl-enter" in textarea
     form = re.search(r"<form class=\"card\"[^>]*>", html).group(0)
     assert 'hx-post="/generate"' in form and 'hx-target="#result"' in form
-    assert 'hx-indicator="#generating"' in form
+    assert 'hx-indicator="#generate-button"' in form
     assert 'hx-disabled-elt="find button[type=submit]"' in form
-    assert re.search(r'id="generating" class="htmx-indicator[^"]*"[^>]*>\s*<span', html)
-    assert "Generating…" in html
+    button = re.search(r'<button [^>]*id="generate-button">(.*?)</button>', html, re.S).group(1)
+    assert '<span class="button__label">Generate</span>' in button
+    assert re.search(r'<span class="htmx-indicator" id="generating">.*Generating…</span>', button)
     assert '<div id="result" class="result-region" aria-live="polite"></div>' in html
     assert 'id="usage"' in html  # the usage card refreshes beside the prompt too
     assert 'aria-current="page">Generate</a>' in html
@@ -437,12 +438,14 @@ async def test_pricing_compares_free_and_pro_with_limits_from_config(client) -> 
     assert 'id="plan-free"' in html and 'id="plan-pro"' in html
     assert "3 answers from Claude" in html  # FREE_CREDITS=3
     assert "How to get Pro" in html and "Unlimited" in html
+    assert "ask your aigen administrator to upgrade your account" in html
     assert 'href="/login">Start for free' in html
 
 
 async def test_pricing_marks_the_signed_in_users_plan(app: Quart, user_client, db) -> None:
     html = await text_of(await user_client.get("/pricing"))
     assert re.search(r'Free <span class="badge">Your plan</span>', html)
+    assert "upgrade <strong>ada@example.com</strong>" in html
     assert "aigen users set-plan ada@example.com PRO" in html
 
 
