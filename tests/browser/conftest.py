@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,11 @@ LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 START_TIMEOUT = 20.0
 EXPECT_TIMEOUT_MS = 10_000
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the browser tests last, so the quick tests report first."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
 
 
 class ServedApp:
@@ -83,7 +88,7 @@ class ServedApp:
 def served_app(
     database_url: str, fake_claude: FakeAnthropicServer, oidc_provider: LocalOIDCProvider
 ) -> Iterator[ServedApp]:
-    """The real app over real HTTP, with the local Claude and sign-in provider (no dev stand-ins)."""
+    """The real app over real HTTP with the local Claude and sign-in provider (no stand-ins)."""
     environ = {
         "AIGEN_ENV": "development",
         "SECRET_KEY": TEST_SECRET_KEY,
