@@ -103,6 +103,7 @@ async def test_logout_needs_the_token(user_client) -> None:
         {"Origin": "https://evil.example"},
         {"Origin": "null"},
         {"Origin": "http://127.0.0.1:8001"},
+        {"Origin": "http://localhost.evil.example"},
         {"Sec-Fetch-Site": "cross-site"},
         {"Sec-Fetch-Site": "same-site"},
         {"Sec-Fetch-Site": "cross-site", "Origin": PUBLIC_ORIGIN},
@@ -137,6 +138,7 @@ async def test_cross_site_text_plain_form_forging_json_is_403(user_client, user,
         {"Sec-Fetch-Site": "none"},
         {"Origin": PUBLIC_ORIGIN},
         {"Origin": PUBLIC_ORIGIN.upper()},
+        {"Origin": "http://localhost"},  # the host the request was sent to (test client's Host)
         {},  # a script (curl, an SDK): no browser sends a cross-site POST without both
     ],
 )

@@ -4,7 +4,8 @@ Pages: a per-session token, bound to the signed-in user, sent by htmx in the X-C
 (static/aigen.js reads it from <meta name="csrf-token">) or by plain forms in a csrf_token field.
 
 JSON API (/api/*): the token, or the browser's own word that the request is same-origin
-(Sec-Fetch-Site: same-origin|none, else an Origin equal to PUBLIC_URL's). A request with neither
+(Sec-Fetch-Site: same-origin|none, else an Origin naming PUBLIC_URL or the request's own Host).
+A request with neither
 header is let through, as Go's net/http CrossOriginProtection does: every browser since 2020 sends
 one of them on a cross-origin POST, so a request without both did not come from another site's
 page; it comes from a script (curl, an SDK) that holds the cookie itself.
@@ -79,13 +80,17 @@ async def has_valid_token() -> bool:
 
 
 def is_same_origin_browser_request(public_origin: str) -> bool | None:
-    """True/False from Sec-Fetch-Site or Origin; None when the request has neither (no browser)."""
+    """True/False from Sec-Fetch-Site or Origin; None when the request has neither (no browser).
+
+    Origin may name PUBLIC_URL or the host the request was sent to (a browser cannot forge Host).
+    """
     fetch_site = request.headers.get("Sec-Fetch-Site")
     if fetch_site is not None:
         return fetch_site in SAME_ORIGIN_FETCH_SITES
     origin = request.headers.get("Origin")
     if origin is not None:
-        return origin.lower() == public_origin
+        origin = origin.lower()
+        return origin == public_origin or urlsplit(origin).netloc == request.host.lower()
     return None
 
 
