@@ -5,10 +5,9 @@ Pages: a per-session token, bound to the signed-in user, sent by htmx in the X-C
 
 JSON API (/api/*): the token, or the browser's own word that the request is same-origin
 (Sec-Fetch-Site: same-origin|none, else an Origin naming PUBLIC_URL or the request's own Host).
-A request with neither
-header is let through, as Go's net/http CrossOriginProtection does: every browser since 2020 sends
-one of them on a cross-origin POST, so a request without both did not come from another site's
-page; it comes from a script (curl, an SDK) that holds the cookie itself.
+A request with neither header is let through, as Go's net/http CrossOriginProtection does: every
+browser since 2020 sends one of them on a cross-origin POST, so a request without both did not
+come from another site's page; it comes from a script (curl, an SDK) holding the cookie itself.
 """
 
 from __future__ import annotations
