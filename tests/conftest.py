@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -211,3 +212,14 @@ async def user_client(app: Quart, user: User) -> AsyncIterator[TestClientProtoco
     """A test client signed in as `user`."""
     async with signed_in(app, user.id) as test_client:
         yield test_client
+
+
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+
+
+async def page_csrf_token(client: TestClientProtocol, path: str = "/pricing") -> str:
+    """The CSRF token a page hands to this client's session, read from its <meta> tag."""
+    response = await client.get(path)
+    match = CSRF_META.search(await response.get_data(as_text=True))
+    assert match, f"no csrf-token meta tag on {path}"
+    return match.group(1)

@@ -13,6 +13,7 @@ from quart import Quart
 from aigen.app import create_app
 from aigen.auth import DEFAULT_NEXT, safe_next
 from aigen.dev_oidc import LocalOIDCProvider
+from tests.conftest import page_csrf_token
 from tests.fake_provider import FakeProvider, ServedApp
 
 CALLBACK = "/auth/callback"
@@ -76,7 +77,7 @@ async def test_second_sign_in_keeps_plan_and_credits(
     await client.get(await provider_callback(oidc_provider, authorize_url, "lin-sub"))
     await db.execute("UPDATE users SET plan = 'PRO', credits_used = 2 WHERE sub = 'lin-sub'")
     oidc_provider.set_user("lin-sub", email="lin@example.com", email_verified=True, name="Lin Q")
-    await client.post("/logout")
+    await client.post("/logout", form={"csrf_token": await page_csrf_token(client)})
     authorize_url = await start_sign_in(client)
     await client.get(await provider_callback(oidc_provider, authorize_url, "lin-sub"))
     row = await db.fetchrow("SELECT name, plan, credits_used FROM users WHERE sub = 'lin-sub'")
@@ -237,7 +238,7 @@ async def test_logout_ends_the_session(client, db, oidc_provider: LocalOIDCProvi
     authorize_url = await start_sign_in(client)
     await client.get(await provider_callback(oidc_provider, authorize_url, "bye-sub"))
     assert (await client.post("/api/generate", json={"prompt": "hi"})).status_code == 200
-    response = await client.post("/logout")
+    response = await client.post("/logout", form={"csrf_token": await page_csrf_token(client)})
     assert response.status_code == 302 and response.headers["Location"] == "/"
     assert (await client.post("/api/generate", json={"prompt": "hi"})).status_code == 401
 

@@ -27,7 +27,7 @@ from aigen.dev_oidc import LocalOIDCProvider
 from aigen.email_tokens import MAX_AGE_SECONDS, VerificationClaim, make_token, read_token
 from aigen.generation import VERIFY_EMAIL_MESSAGE
 from aigen.runtime import EXTENSION_KEY
-from tests.conftest import TEST_SECRET_KEY, make_user, signed_in
+from tests.conftest import TEST_SECRET_KEY, make_user, page_csrf_token, signed_in
 from tests.test_api import GENERATE, counts
 
 LINK = re.compile(r"https?://\S+/verify-email\?token=\S+")
@@ -105,6 +105,11 @@ async def sign_in(app: Quart, provider: LocalOIDCProvider, sub: str, *, verified
     return client
 
 
+async def csrf_htmx(client) -> dict[str, str]:
+    """Headers of an htmx request from one of our pages: HX-Request and the CSRF token."""
+    return {**HTMX, "X-CSRF-Token": await page_csrf_token(client)}
+
+
 async def page_text(response) -> str:
     return " ".join((await response.get_data(as_text=True)).split())
 
@@ -149,7 +154,7 @@ async def test_link_works_in_another_browser(mail_app: Quart, inbox, db) -> None
     (message,) = await inbox[0].wait_for(1)
     response = await mail_app.test_client().get(link_in(message))
     assert response.status_code == 200
-    assert "Sign in" not in await page_text(response)
+    assert "Your e-mail address is verified" in await page_text(response)
 
 
 async def test_provider_verified_sign_in_sends_nothing_and_generates(
@@ -214,7 +219,7 @@ async def test_superseded_link_is_refused_and_the_newest_works(mail_app: Quart, 
     async with signed_in(mail_app, una.id) as client:
         async with mail_app.app_context():
             await verification.send_link(una.id)
-        await client.post("/verify-email/resend", headers=HTMX)
+        await client.post("/verify-email/resend", headers=await csrf_htmx(client))
         first, second = await inbox[0].wait_for(2)
         old = await client.get(link_in(first))
         new = await client.get(link_in(second))
@@ -299,7 +304,7 @@ async def test_changed_address_loses_verification_and_pending_link(db) -> None:
 async def test_resend_htmx_answers_a_partial_and_mails(mail_app: Quart, inbox, db) -> None:
     una = await make_user(db, "una@example.com", verified=False)
     async with signed_in(mail_app, una.id) as client:
-        response = await client.post("/verify-email/resend", headers=HTMX)
+        response = await client.post("/verify-email/resend", headers=await csrf_htmx(client))
     assert response.status_code == 200
     body = await page_text(response)
     assert "on its way" in body and "<html" not in body
@@ -310,9 +315,12 @@ async def test_resend_htmx_answers_a_partial_and_mails(mail_app: Quart, inbox, d
 async def test_resend_is_rate_limited(mail_app: Quart, inbox, db) -> None:
     una = await make_user(db, "una@example.com", verified=False)
     async with signed_in(mail_app, una.id) as client:
-        sent = [await client.post("/verify-email/resend", headers=HTMX) for _ in range(3)]
-        htmx_refused = await client.post("/verify-email/resend", headers=HTMX)
-        page_refused = await client.post("/verify-email/resend")
+        headers = await csrf_htmx(client)
+        sent = [await client.post("/verify-email/resend", headers=headers) for _ in range(3)]
+        htmx_refused = await client.post("/verify-email/resend", headers=await csrf_htmx(client))
+        page_refused = await client.post(
+            "/verify-email/resend", form={"csrf_token": await page_csrf_token(client)}
+        )
     assert [response.status_code for response in sent] == [200, 200, 200]
     assert sent[-1].headers["RateLimit-Remaining"] == "0"
     assert htmx_refused.status_code == 200 and htmx_refused.headers["X-Aigen-Status"] == "429"
@@ -325,7 +333,7 @@ async def test_resend_is_rate_limited(mail_app: Quart, inbox, db) -> None:
 
 async def test_resend_when_verified_sends_nothing(mail_app: Quart, inbox, user) -> None:
     async with signed_in(mail_app, user.id) as client:
-        response = await client.post("/verify-email/resend", headers=HTMX)
+        response = await client.post("/verify-email/resend", headers=await csrf_htmx(client))
     assert "already verified" in await page_text(response)
     await asyncio.sleep(0.2)
     assert inbox[0].messages == []
@@ -333,7 +341,8 @@ async def test_resend_when_verified_sends_nothing(mail_app: Quart, inbox, user) 
 
 async def test_resend_needs_sign_in(mail_app: Quart) -> None:
     response = await mail_app.test_client().post("/verify-email/resend")
-    assert response.status_code == 401
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=")
 
 
 # --- mail problems and the development outbox ---------------------------------------------------

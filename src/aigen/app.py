@@ -12,7 +12,17 @@ from pathlib import Path
 from quart import Quart
 from quart_auth import QuartAuth
 
-from aigen import api, auth, health, limits, pages, verification
+from aigen import (
+    api,
+    auth,
+    csrf,
+    generate_page,
+    health,
+    limits,
+    pages,
+    security_headers,
+    verification,
+)
 from aigen.claude import ClaudeClient
 from aigen.config import (
     IN_PROCESS_RATE_LIMITER,
@@ -57,8 +67,10 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     _configure(app, settings)
     app.extensions[EXTENSION_KEY] = Runtime(settings=settings)
     QuartAuth(app)
-    for module in (health, auth, api, pages, verification):
+    for module in (health, auth, api, pages, generate_page, verification):
         app.register_blueprint(module.blueprint)
+    csrf.init_app(app, settings.public_url)
+    security_headers.init_app(app, production=settings.is_production)
     register_error_handlers(app)
     limits.install(app, settings)
     app.before_serving(_start)

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from quart import Blueprint, Response, render_template, request
 
 from aigen import repository
+from aigen.access import login_required
 from aigen.auth import current_user_id
 from aigen.email_tokens import (
     MAX_AGE_SECONDS,
@@ -25,7 +26,6 @@ from aigen.email_tokens import (
     new_nonce,
     read_token,
 )
-from aigen.errors import APIError
 from aigen.limits import enforce
 from aigen.mail import OutgoingMail
 from aigen.ratelimit import parse_rate_limit
@@ -137,11 +137,10 @@ async def verify_email() -> tuple[str, int]:
 
 
 @blueprint.post("/verify-email/resend")
+@login_required
 async def resend() -> str | Response:
     """Send a new link (the old one stops working); limited to a few per hour per user."""
     user_id = current_user_id()
-    if user_id is None:
-        raise APIError(401, "Sign in to get a verification link.")
     await enforce(
         runtime().limiter, f"verify-resend:user:{user_id}", RESEND_LIMIT, RESEND_LIMITED_MESSAGE
     )

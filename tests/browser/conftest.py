@@ -1,0 +1,196 @@
+"""The app served by hypercorn on loopback, and headless Debian Chromium driven by playwright."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from hypercorn.asyncio import serve
+
+from aigen.app import create_app
+from aigen.dev_oidc import LocalOIDCProvider
+from aigen.fake_anthropic import FakeAnthropicServer, hypercorn_config, listening_socket
+from tests.conftest import TEST_SECRET_KEY
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+LAPTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+START_TIMEOUT = 20.0
+EXPECT_TIMEOUT_MS = 10_000
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the browser tests last, so the quick tests report first."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+class ServedApp:
+    """create_app() served by hypercorn in a thread with its own event loop, on 127.0.0.1."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        self._sock = listening_socket("127.0.0.1", 0)
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app({**environ, "PUBLIC_URL": self.url})
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="aigen-browser-app", daemon=True)
+
+    def start(self) -> ServedApp:
+        self._thread.start()
+        with httpx.Client(timeout=1.0) as client:
+            for _ in range(int(START_TIMEOUT / 0.05)):
+                try:
+                    if client.get(self.url + "/readyz").status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+                threading.Event().wait(0.05)
+        raise RuntimeError(f"the app did not become ready on {self.url}")
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        config = hypercorn_config(self._sock, loglevel="WARNING")
+        await serve(self.app, config, shutdown_trigger=self._stop.wait)
+
+
+@pytest.fixture(scope="session")
+def served_app(
+    database_url: str, fake_claude: FakeAnthropicServer, oidc_provider: LocalOIDCProvider
+) -> Iterator[ServedApp]:
+    """The real app over real HTTP with the local Claude and sign-in provider (no stand-ins)."""
+    environ = {
+        "AIGEN_ENV": "development",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "DATABASE_URL": database_url,
+        "ANTHROPIC_BASE_URL": fake_claude.base_url,
+        "ANTHROPIC_API_KEY": "test-key",
+        "OIDC_DISCOVERY_URL": oidc_provider.discovery_url,
+        "GOOGLE_CLIENT_ID": "aigen-browser-test",
+        "GOOGLE_CLIENT_SECRET": "aigen-browser-test-secret",
+        "FREE_CREDITS": "3",
+        "AIGEN_UPSTREAM_TIMEOUT": "5",
+        "AIGEN_DEV_DEFAULTS": "",
+    }
+    server = ServedApp(environ).start()
+    yield server
+    server.stop()
+
+
+def run_sql(database_url: str, sql: str, *args: object) -> object:
+    """Run one statement on the test database from synchronous browser tests."""
+
+    async def run() -> object:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+    # Playwright's sync API keeps an event loop on this thread: run asyncpg on another.
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        return executor.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture
+def clean_db(database_url: str, fake_claude: FakeAnthropicServer) -> str:
+    """An emptied database and an empty Claude scenario; returns the database URL."""
+    run_sql(database_url, "TRUNCATE users, generations RESTART IDENTITY CASCADE")
+    fake_claude.clear()
+    return database_url
+
+
+@pytest.fixture(scope="module")
+def browser(served_app: ServedApp) -> Iterator[object]:
+    """One headless Debian Chromium per module (a fresh temporary profile).
+
+    It needs the served app first: the app's fixtures use asyncio.run, which cannot run inside
+    playwright's sync loop; and it ends with the module so later asyncio tests are unaffected.
+    """
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (make chromium)")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    playwright_sync.expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    with playwright_sync.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@dataclass
+class BrowserProblems:
+    """JavaScript errors and CSP refusals seen on our pages (they must stay empty)."""
+
+    origin: str
+    seen: list[str] = field(default_factory=list)
+
+    def console(self, message) -> None:
+        url = (message.location or {}).get("url", "")
+        if message.type == "error" and url.startswith(self.origin):
+            if "Failed to load resource" not in message.text:  # 404 pages are expected
+                self.seen.append(message.text)
+
+    def page_error(self, error) -> None:
+        self.seen.append(f"uncaught: {error}")
+
+
+def open_page(browser, served_app: ServedApp, **options):
+    """A fresh context (no cookies) whose requests may not leave the machine."""
+    context = browser.new_context(base_url=served_app.url, **{"viewport": LAPTOP, **options})
+    # The sign-in mock links a CDN stylesheet: offline means offline, fail it at once.
+    context.route("http*://**", _only_loopback)
+    page = context.new_page()
+    problems = BrowserProblems(served_app.url)
+    page.on("console", problems.console)
+    page.on("pageerror", problems.page_error)
+    page.on("dialog", lambda dialog: problems.seen.append(f"dialog: {dialog.message}"))
+    return context, page, problems
+
+
+def _only_loopback(route) -> None:
+    host = route.request.url.split("/")[2]
+    if host.startswith(("127.0.0.1", "localhost")):
+        route.continue_()
+    else:
+        route.abort()
+
+
+@pytest.fixture
+def page(browser, served_app: ServedApp, clean_db: str) -> Iterator[object]:
+    """A laptop-sized page; fails the test on any JavaScript error or CSP refusal."""
+    context, page, problems = open_page(browser, served_app)
+    yield page
+    context.close()
+    assert problems.seen == []
