@@ -495,3 +495,16 @@ async def test_sign_out_form_ends_the_session(app: Quart, user: User) -> None:
         # quart-auth's test helper re-sends its cookie: check the answer told the browser to drop it
         cookies = response.headers.get_all("Set-Cookie")
         assert any(c.startswith("aigen_auth=;") for c in cookies)
+
+
+@pytest.mark.parametrize(("verified", "plan", "shown"), [
+    (False, "FREE", True), (True, "FREE", False), (False, "PRO", False),
+])
+async def test_generate_page_asks_unverified_free_users_to_verify(
+    app: Quart, db, verified: bool, plan: str, shown: bool
+) -> None:
+    person = await make_user(db, "v@example.com", verified=verified, plan=plan)
+    async with signed_in(app, person.id) as client:
+        html = await text_of(await client.get("/generate"))
+    assert ("Please verify your e-mail address first." in html) is shown
+    assert ('hx-post="/verify-email/resend"' in html) is shown
