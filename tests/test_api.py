@@ -66,6 +66,8 @@ async def test_answers_are_deterministic(user_client) -> None:
         ('{"prompt": ["x"]}', "Field 'prompt' must be a string."),
         ('{"prompt": "   \\n\\t "}', "Field 'prompt' must not be blank."),
         (json.dumps({"prompt": "x" * 101}), "Field 'prompt' must be at most 100 characters."),
+        ('{"prompt": "hi \\ud800"}', "Field 'prompt' must be valid Unicode text."),
+        ("[" * 20000 + "]" * 20000, "Request body must be JSON."),
     ],
 )
 async def test_bad_input_is_400_and_charges_nothing(
@@ -252,3 +254,57 @@ async def test_no_connection_is_held_while_claude_works(
             assert locks == 0
             responses = await asyncio.gather(*calls)
     assert [response.status_code for response in responses] == [200] * 8
+
+
+async def test_long_multibyte_prompt_within_the_limit_is_accepted(user_client) -> None:
+    """15,000 emoji sent JSON-escaped are 180 kB: the body limit must not refuse them."""
+    body = json.dumps({"prompt": "\U0001f600" * 15000})  # ensure_ascii: 12 bytes each
+    response = await user_client.post(
+        GENERATE, data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200
+
+
+async def test_nul_in_claudes_answer_is_stored_replaced(
+    user_client, user: User, db, fake_claude: FakeAnthropicServer
+) -> None:
+    fake_claude.set_scenario([{"type": "reply", "text": "a\u0000b"}])
+    response = await user_client.post(GENERATE, json={"prompt": "nul please"})
+    assert response.status_code == 200
+    assert (await response.get_json())["result"] == "a\ufffdb"
+    assert await counts(db, user.id) == (1, {"succeeded": 1})
+
+
+async def test_answer_that_cannot_be_stored_is_refunded(
+    user_client, user: User, db, fake_claude: FakeAnthropicServer
+) -> None:
+    """A database error while finalizing fails the row and refunds, rather than charging."""
+    await db.execute(
+        "ALTER TABLE generations ADD CONSTRAINT no_poison CHECK (result NOT LIKE '%POISON%')"
+    )
+    try:
+        fake_claude.set_scenario([{"type": "reply", "text": "POISON"}])
+        response = await user_client.post(GENERATE, json={"prompt": "store me"})
+    finally:
+        await db.execute("ALTER TABLE generations DROP CONSTRAINT no_poison")
+    assert response.status_code == 500
+    assert await counts(db, user.id) == (0, {"failed": 1})
+
+
+async def test_shutdown_waits_for_calls_in_flight(
+    app_settings, db, fake_claude: FakeAnthropicServer
+) -> None:
+    """Stopping the app lets a running generation finish and be stored."""
+    from aigen.app import create_app
+    from aigen.runtime import EXTENSION_KEY
+
+    ada = await make_user(db, "late@example.com")
+    fake_claude.set_scenario([{"type": "delay", "seconds": 1}])
+    app = create_app(app_settings)
+    async with app.test_app():
+        service = app.extensions[EXTENSION_KEY].generations
+        call = asyncio.create_task(service.generate(ada.id, "finish me"))
+        while (await counts(db, ada.id))[1] != {"pending": 1}:
+            await asyncio.sleep(0.02)
+    assert call.done() and call.result().generation.status == "succeeded"
+    assert await counts(db, ada.id) == (1, {"succeeded": 1})

@@ -125,8 +125,21 @@ def test_production_refuses_to_start_without(missing: str) -> None:
         ({"SECRET_KEY": "short"}, "SECRET_KEY must be at least 32"),
         ({"PUBLIC_URL": "http://aigen.example.com"}, "PUBLIC_URL must use https"),
         ({"AIGEN_DEV_DEFAULTS": EMBEDDED_POSTGRES}, "refuses development defaults"),
+        ({"OIDC_DISCOVERY_URL": "http://idp.example/.well-known/openid-configuration"},
+         "OIDC_DISCOVERY_URL must use https"),
+        ({"ANTHROPIC_BASE_URL": "http://gateway.internal"}, "ANTHROPIC_BASE_URL must use https"),
+        ({"SMTP_URL": "smtp://mail.internal:25"}, "SMTP_URL must use TLS"),
     ],
 )
 def test_production_refuses_development_shortcuts(change: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings({**PRODUCTION, **change})
+
+
+@pytest.mark.parametrize(
+    "smtp_url",
+    ["smtps://mail.example:465", "smtp://u:p@mail.example:2525", "smtp://mail.example:587",
+     "smtp://127.0.0.1:25"],
+)
+def test_production_accepts_encrypted_or_local_mail(smtp_url: str) -> None:
+    assert load_settings({**PRODUCTION, "SMTP_URL": smtp_url}).smtp_url == smtp_url

@@ -87,3 +87,19 @@ def test_nul_characters_are_refused() -> None:
     with pytest.raises(APIError) as raised:
         validate_prompt({"prompt": "a\x00b"}, 50)
     assert raised.value.status == 400
+
+
+async def test_drain_cancels_what_outlives_it_and_refunds(app, db, fake_claude) -> None:
+    """At shutdown, a call still running after the drain time is cancelled and refunded."""
+    ada = await make_user(db, "ada@example.com")
+    service = app.extensions[EXTENSION_KEY].generations
+    fake_claude.set_scenario([{"type": "delay", "seconds": 3}])
+    call = asyncio.create_task(service.generate(ada.id, "too slow"))
+    while await db.fetchval("SELECT count(*) FROM generations") == 0:
+        await asyncio.sleep(0.02)
+    await service.drain(0.2)
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    row = await db.fetchrow("SELECT status, error FROM generations")
+    assert row["status"] == "failed" and row["error"]
+    assert await db.fetchval("SELECT credits_used FROM users") == 0

@@ -383,3 +383,19 @@ async def test_development_outbox_keeps_the_mail(
     token = link_in(message).split("token=", 1)[1]
     logged = " ".join(record.getMessage() for record in caplog.records)
     assert "mail to dev-mail@example.com" in logged and token not in logged
+
+
+async def test_someone_elses_link_does_not_show_their_account_in_the_nav(
+    mail_app: Quart, inbox, db
+) -> None:
+    """Bob signed in opens Ada's link: the layout keeps showing Bob, not Ada."""
+    ada = await make_user(db, "ada@example.com", verified=False)
+    bob = await make_user(db, "bob@example.com")
+    async with mail_app.app_context():
+        assert await verification.send_link(ada.id)
+    (message,) = await inbox[0].wait_for(1)
+    async with signed_in(mail_app, bob.id) as client:
+        response = await client.get(link_in(message))
+    html = await response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert 'title="bob@example.com"' in html and "ada@example.com" not in html

@@ -26,7 +26,10 @@ def require_user_id() -> int:
 
 async def json_body() -> object:
     """The request's JSON, or 400 when it is not JSON."""
-    body = await request.get_json(force=True, silent=True)
+    try:
+        body = await request.get_json(force=True, silent=True)
+    except RecursionError:  # absurdly nested JSON: not a prompt
+        body = None
     if body is None:
         raise APIError(400, "Request body must be JSON.")
     return body

@@ -44,7 +44,7 @@ from aigen.runtime import EXTENSION_KEY, Runtime
 log = logging.getLogger(__name__)
 
 SESSION_DAYS = 30
-DRAIN_SECONDS = 30.0
+DRAIN_MARGIN = 5.0
 # Used only when no ANTHROPIC_API_KEY is configured and the local server answers instead.
 LOCAL_API_KEY = "local-development-key"
 
@@ -84,7 +84,9 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
 def _configure(app: Quart, settings: Settings) -> None:
     app.config.update(
         SECRET_KEY=settings.secret_key,
-        MAX_CONTENT_LENGTH=max(settings.max_prompt_chars * 8, 64 * 1024),
+        # Up to 12 bytes a character (a JSON-escaped surrogate pair); validate_prompt counts the
+        # characters, this only stops bodies no valid prompt could need.
+        MAX_CONTENT_LENGTH=settings.max_prompt_chars * 12 + 64 * 1024,
         QUART_AUTH_COOKIE_SECURE=settings.is_production,
         QUART_AUTH_COOKIE_SAMESITE="Lax",
         QUART_AUTH_COOKIE_HTTP_ONLY=True,
@@ -111,6 +113,11 @@ def _announce_defaults(settings: Settings) -> None:
             "development mode: SMTP_URL is unset, mail goes to the log and the %s in %s",
             LOCAL_OUTBOX,
             _outbox(settings).resolve(),
+        )
+    if settings.is_production and not settings.forwarded_hops:
+        log.warning(
+            "FORWARDED_HOPS is 0: the sign-in rate limit keys on the connecting address; behind"
+            " a load balancer or router that is the proxy's, so set FORWARDED_HOPS"
         )
 
 
@@ -179,7 +186,8 @@ async def _stop() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     if runtime.generations is not None:
-        await runtime.generations.drain(DRAIN_SECONDS)
+        # A call is bounded by the upstream timeout: wait that long, then cancel and refund.
+        await runtime.generations.drain(runtime.settings.upstream_timeout + DRAIN_MARGIN)
     if runtime.mailer is not None:
         await runtime.mailer.drain()
     if runtime.redis is not None:

@@ -91,6 +91,8 @@ def completion_from(message: object) -> Completion:
         log.warning("upstream answered something that is not a message: %s", type(message))
         raise UpstreamError(502, "Claude returned a malformed answer.", retryable=True)
     text = "".join(block.text for block in message.content if block.type == "text")
+    # PostgreSQL text cannot hold NUL; a stray one must not cost the user the answer.
+    text = text.replace("\x00", "\ufffd")
     if not text:
         raise UpstreamError(502, "Claude returned an empty answer.", retryable=True)
     return Completion(

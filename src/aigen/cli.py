@@ -91,7 +91,9 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     config.accesslog = logging.getLogger("hypercorn.access")
     config.errorlog = logging.getLogger("hypercorn.error")
     config.access_log_format = ACCESS_LOG_FORMAT
-    config.graceful_timeout = 30
+    # Let requests waiting on Claude finish on shutdown (each is bounded by the upstream timeout).
+    config.graceful_timeout = settings.upstream_timeout + 5
+    config.shutdown_timeout = settings.upstream_timeout + 30
     log.info("serving on http://%s:%d with %d worker(s)", host, port, workers)
     return run(config)
 

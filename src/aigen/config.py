@@ -240,3 +240,25 @@ def _check_consistency(settings: Settings, errors: list[str]) -> None:
         )
     if not settings.public_url.startswith("https://"):
         errors.append("PUBLIC_URL must use https:// in production")
+    # Over plain http a man in the middle could serve his own JWKS (forged sign-ins) or read
+    # the Anthropic key; over plain SMTP, the verification links.
+    for name, value in (
+        ("OIDC_DISCOVERY_URL", settings.oidc_discovery_url),
+        ("ANTHROPIC_BASE_URL", settings.anthropic_base_url),
+    ):
+        if value and not value.startswith("https://"):
+            errors.append(f"{name} must use https:// in production")
+    if settings.smtp_url and not _smtp_is_encrypted(settings.smtp_url):
+        errors.append(
+            "SMTP_URL must use TLS in production: smtps://, port 587 or credentials (STARTTLS"
+            " required), unless the server is on this machine"
+        )
+
+
+def _smtp_is_encrypted(url: str) -> bool:
+    """Implicit TLS, required STARTTLS, or a relay on loopback."""
+    from aigen.mail import parse_smtp_url
+
+    smtp = parse_smtp_url(url)
+    return smtp.use_tls or smtp.start_tls is True or smtp.hostname in ("127.0.0.1", "::1",
+                                                                        "localhost")

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 CREDIT_LIMIT_MESSAGE = "Credit limit reached. Upgrade to Pro for unlimited generations."
 VERIFY_EMAIL_MESSAGE = "Verify your e-mail address to receive free credits."
 STALE_ERROR = "Abandoned: the server stopped before Claude answered."
+STORE_ERROR = "The answer could not be stored."
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ def validate_prompt(body: object, max_chars: int) -> str:
         raise APIError(400, f"Field 'prompt' must be at most {max_chars} characters.")
     if "\x00" in prompt:
         raise APIError(400, "Field 'prompt' must not contain NUL characters.")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate such as "\ud800" in the JSON
+        raise APIError(400, "Field 'prompt' must be valid Unicode text.") from error
     return prompt
 
 
@@ -128,7 +133,15 @@ class GenerationService:
             # Cancelled at shutdown, or a bug: never leave the credit charged for nothing.
             await asyncio.shield(self.fail(generation, upstream_error(error).message))
             raise
-        return await self.finalize(generation, completion)
+        try:
+            return await self.finalize(generation, completion)
+        except APIError:
+            raise
+        except BaseException:
+            # The answer could not be stored (database trouble): refund rather than charge.
+            log.exception("storing generation %s failed", generation.id)
+            await asyncio.shield(self.fail(generation, STORE_ERROR))
+            raise
 
     async def finalize(self, generation: Generation, completion: Completion) -> GenerationOutcome:
         """Store the answer and its usage; the second short transaction."""
@@ -157,10 +170,19 @@ class GenerationService:
             if failed is not None:
                 await repository.refund_credit(conn, generation.user_id)
 
-    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - wait, then give up
-        """Wait for calls in flight (graceful shutdown) so they are finalized, not abandoned."""
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=timeout)
+    async def drain(self, timeout: float) -> None:
+        """Let calls in flight finish; cancel (and so refund) what is left after `timeout`.
+
+        Called at shutdown before the pool closes, so every reservation is finalized or refunded.
+        """
+        if not self._in_flight:
+            return
+        _, late = await asyncio.wait(set(self._in_flight), timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("cancelled %d generation(s) still running at shutdown", len(late))
+            await asyncio.wait(late)
 
 
 async def sweep_stale(pool: asyncpg.Pool, older_than_seconds: float) -> int:

@@ -28,6 +28,7 @@ from aigen.email_tokens import (
 )
 from aigen.limits import enforce
 from aigen.mail import OutgoingMail
+from aigen.pages import current_user_row
 from aigen.ratelimit import parse_rate_limit
 from aigen.repository import User
 from aigen.runtime import runtime
@@ -127,11 +128,14 @@ async def follow_link(token: str) -> tuple[Outcome, User | None]:
 async def verify_email() -> tuple[str, int]:
     """Follow the link from the mail and say what happened."""
     outcome, user = await follow_link(request.args.get("token", ""))
+    signed_in = current_user_id() is not None
     body = await render_template(
         "verification/result.html",
         outcome=outcome.value,
-        user=user,
-        signed_in=current_user_id() is not None,
+        # The layout shows `user` as whoever is signed in, who may not own the link.
+        link_owner=user,
+        user=await current_user_row() if signed_in else None,
+        signed_in=signed_in,
     )
     return body, OUTCOME_STATUS[outcome]
 
