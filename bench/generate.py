@@ -5,6 +5,9 @@ request spends its time waiting on Claude); the ratio says how much of it the ap
 overhead per generation is what reserve + finalize + HTTP cost on top of Claude's latency.
 
     .venv/bin/python bench/generate.py [--requests 600] [--concurrency 60] [--latency-ms 250]
+                                       [--workers 2]
+
+The app runs as `aigen serve --workers N`, the local Claude in its own process, the load here.
 
 Uses TEST_DATABASE_URL / DATABASE_URL (a scratch database `aigen_bench` is created on that
 server) or an embedded PostgreSQL.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -24,8 +28,6 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -74,55 +76,80 @@ async def make_users(url: str, count: int, limit: int) -> list[int]:
         await conn.close()
 
 
-async def run(args: argparse.Namespace, database_url: str, claude_url: str) -> None:
-    port = free_port()
-    app = create_app({
+def app_environment(args: argparse.Namespace, database_url: str, claude_url: str) -> dict:
+    """Settings of the served app: everything configured, so no development stand-in starts."""
+    return {
         "DATABASE_URL": database_url, "SECRET_KEY": SECRET, "ANTHROPIC_API_KEY": "bench",
         "ANTHROPIC_BASE_URL": claude_url, "GOOGLE_CLIENT_ID": "bench",
         "GOOGLE_CLIENT_SECRET": "bench", "OIDC_DISCOVERY_URL": "http://127.0.0.1:9/none",
         "DB_POOL_MAX": str(args.pool), "RATE_LIMIT": "100000/second", "AIGEN_DEV_DEFAULTS": "",
-    })
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def start_app(args: argparse.Namespace, environment: dict, port: int) -> subprocess.Popen:
+    """`aigen serve --workers N`, as in production."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "aigen.cli", "serve", "--port", str(port),
+         "--workers", str(args.workers)],
+        env={**os.environ, **environment}, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+async def run(args: argparse.Namespace, database_url: str, claude_url: str) -> None:
+    environment = app_environment(args, database_url, claude_url)
     users = await make_users(database_url, args.concurrency, args.requests)
+    app = create_app(environment)  # only to mint the sign-in cookies the server accepts
     auth = app.extensions["QUART_AUTH"][0]
     cookies = {user: auth.dump_token(str(user), app) for user in users}
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    stop = asyncio.Event()
-    server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
+    port = free_port()
+    server = start_app(args, environment, port)
     base = f"http://127.0.0.1:{port}"
     limits = httpx.Limits(max_connections=args.concurrency * 2)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
-        for _ in range(100):
-            try:
-                if (await http.get("/readyz")).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-        latencies: list[float] = []
-        statuses: dict[int, int] = {}
-        queue = asyncio.Queue()
-        for number in range(args.requests):
-            queue.put_nowait(number)
-
-        async def worker(user: int) -> None:
-            headers = {"Origin": base, "Cookie": f"aigen_auth={cookies[user]}"}
-            while not queue.empty():
-                number = queue.get_nowait()
-                started = time.perf_counter()
-                response = await http.post(
-                    "/api/generate", json={"prompt": f"bench {number}"}, headers=headers
-                )
-                latencies.append(time.perf_counter() - started)
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(user) for user in users))
-        elapsed = time.perf_counter() - started
-    stop.set()
-    await server
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
+            await wait_ready(http)
+            latencies, statuses, elapsed = await load(args, http, users, cookies, base)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
     report(args, elapsed, latencies, statuses)
+
+
+async def wait_ready(http: httpx.AsyncClient) -> None:
+    for _ in range(300):
+        try:
+            if (await http.get("/readyz")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the app did not become ready")
+
+
+async def load(args, http: httpx.AsyncClient, users: list[int], cookies: dict, base: str):
+    """Each simulated user sends generations back to back until the queue is empty."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for number in range(args.requests):
+        queue.put_nowait(number)
+
+    async def worker(user: int) -> None:
+        headers = {"Origin": base, "Cookie": f"aigen_auth={cookies[user]}"}
+        while not queue.empty():
+            number = queue.get_nowait()
+            started = time.perf_counter()
+            response = await http.post(
+                "/api/generate", json={"prompt": f"bench {number}"}, headers=headers
+            )
+            latencies.append(time.perf_counter() - started)
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(user) for user in users))
+    return latencies, statuses, time.perf_counter() - started
 
 
 def report(args, elapsed: float, latencies: list[float], statuses: dict[int, int]) -> None:
@@ -132,7 +159,8 @@ def report(args, elapsed: float, latencies: list[float], statuses: dict[int, int
     ordered = sorted(latencies)
     p50 = statistics.median(ordered)
     p95 = ordered[int(len(ordered) * 0.95) - 1]
-    print(f"requests {len(latencies)}  concurrency {args.concurrency}  pool {args.pool}"
+    print(f"requests {len(latencies)}  concurrency {args.concurrency}  workers {args.workers}"
+          f"  pool {args.pool}/worker"
           f"  Claude latency {args.latency_ms} ms")
     print(f"statuses {dict(sorted(statuses.items()))}")
     print(f"throughput {throughput:.1f} req/s  (ideal {ideal:.1f} req/s,"
@@ -148,6 +176,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=60)
     parser.add_argument("--latency-ms", type=int, default=250)
     parser.add_argument("--pool", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     admin_url, embedded = server_url()
     asyncio.run(_recreate_database(admin_url, BENCH_DATABASE))
