@@ -214,12 +214,12 @@ async def user_client(app: Quart, user: User) -> AsyncIterator[TestClientProtoco
         yield test_client
 
 
-CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+CSRF_META = re.compile(r'hx-headers=\'\{"X-CSRF-Token": "([^"]+)"\}\'')
 
 
 async def page_csrf_token(client: TestClientProtocol, path: str = "/pricing") -> str:
-    """The CSRF token a page hands to this client's session, read from its <meta> tag."""
+    """The CSRF token a page hands to this client's session, read from <body hx-headers>."""
     response = await client.get(path)
     match = CSRF_META.search(await response.get_data(as_text=True))
-    assert match, f"no csrf-token meta tag on {path}"
+    assert match, f"no CSRF hx-headers on {path}"
     return match.group(1)

@@ -1,7 +1,7 @@
 """Cross-site request forgery protection for every state-changing request that carries our cookies.
 
 Pages: a per-session token, bound to the signed-in user, sent by htmx in the X-CSRF-Token header
-(static/aigen.js reads it from <meta name="csrf-token">) or by plain forms in a csrf_token field.
+(htmx sends it from hx-headers on <body>) or by plain forms in a csrf_token field.
 
 JSON API (/api/*): the token, or the browser's own word that the request is same-origin
 (Sec-Fetch-Site: same-origin|none, else an Origin naming PUBLIC_URL or the request's own Host).
