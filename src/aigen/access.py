@@ -8,8 +8,10 @@ from typing import ParamSpec, TypeVar
 from urllib.parse import quote, urlsplit
 
 from quart import Response, redirect, request
+from quart.typing import ResponseTypes
 
 from aigen.auth import current_user_id, safe_next
+from aigen.errors import APIError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,7 +34,15 @@ def _return_path() -> str:
     return safe_next(request.path + (f"?{query}" if query else ""))
 
 
-def login_redirect() -> Response:
+def signed_in_user_id() -> int:
+    """The signed-in user's id where sign-in is required; 401 if there is none."""
+    user_id = current_user_id()
+    if user_id is None:
+        raise APIError(401, "Unauthorized")
+    return user_id
+
+
+def login_redirect() -> ResponseTypes:
     """Send a signed-out visitor to sign-in; htmx gets HX-Redirect, not a login page swapped in."""
     location = "/login?next=" + quote(_return_path(), safe="/")
     if is_htmx():
@@ -40,11 +50,13 @@ def login_redirect() -> Response:
     return redirect(location)
 
 
-def login_required(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | Response]]:
+def login_required(
+    view: Callable[P, Awaitable[R]],
+) -> Callable[P, Awaitable[R | ResponseTypes]]:
     """Run the view only for a signed-in user."""
 
     @wraps(view)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | ResponseTypes:
         if current_user_id() is None:
             return login_redirect()
         return await view(*args, **kwargs)

@@ -7,21 +7,13 @@ from datetime import UTC, datetime
 from quart import Blueprint, Response, jsonify, request
 
 from aigen import repository
-from aigen.auth import current_user_id
+from aigen.access import signed_in_user_id
 from aigen.errors import APIError
 from aigen.generation import validate_prompt
 from aigen.runtime import runtime
 from aigen.usage import month_period, usage_json
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
-
-
-def require_user_id() -> int:
-    """The signed-in user's id, or 401 JSON."""
-    user_id = current_user_id()
-    if user_id is None:
-        raise APIError(401, "Unauthorized")
-    return user_id
 
 
 async def json_body() -> object:
@@ -38,7 +30,7 @@ async def json_body() -> object:
 @blueprint.post("/generate")
 async def generate() -> Response:
     """Generate an answer to a prompt, charging one credit."""
-    user_id = require_user_id()
+    user_id = signed_in_user_id()
     prompt = validate_prompt(await json_body(), runtime().settings.max_prompt_chars)
     outcome = await runtime().generations.generate(user_id, prompt)
     return jsonify(outcome.to_json())
@@ -47,7 +39,7 @@ async def generate() -> Response:
 @blueprint.get("/usage")
 async def usage() -> Response:
     """The user's plan, credits and this month's generations, tokens and days (UTC)."""
-    user_id = require_user_id()
+    user_id = signed_in_user_id()
     start, end = month_period(datetime.now(UTC))
     async with runtime().pool.acquire() as conn:
         user = await repository.select_user(conn, user_id)

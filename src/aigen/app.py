@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import asyncpg
 from quart import Quart
 from quart_auth import QuartAuth
 
@@ -137,8 +138,8 @@ async def _start() -> None:
 
     runtime: Runtime = current_app.extensions[EXTENSION_KEY]
     settings = runtime.settings
-    await migrate(settings.database_url)
-    runtime.pool = await create_pool(settings.database_url, settings.db_pool_max)
+    await migrate(settings.required_database_url)
+    runtime.pool = await create_pool(settings.required_database_url, settings.db_pool_max)
     runtime.claude = ClaudeClient(
         api_key=settings.anthropic_api_key or LOCAL_API_KEY,
         base_url=settings.anthropic_base_url,
@@ -185,15 +186,20 @@ async def _stop() -> None:
     for task in runtime.background:
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    if runtime.generations is not None:
+    # Each service is unset when _start failed before creating it.
+    generations: GenerationService | None = getattr(runtime, "generations", None)
+    if generations is not None:
         # A call is bounded by the upstream timeout: wait that long, then cancel and refund.
-        await runtime.generations.drain(runtime.settings.upstream_timeout + DRAIN_MARGIN)
-    if runtime.mailer is not None:
-        await runtime.mailer.drain()
+        await generations.drain(runtime.settings.upstream_timeout + DRAIN_MARGIN)
+    mailer: BackgroundMailer | None = getattr(runtime, "mailer", None)
+    if mailer is not None:
+        await mailer.drain()
     if runtime.redis is not None:
         await runtime.redis.aclose()
-    for client in (runtime.claude, runtime.oidc):
+    for name in ("claude", "oidc"):
+        client: ClaudeClient | OIDCClient | None = getattr(runtime, name, None)
         if client is not None:
             await client.aclose()
-    if runtime.pool is not None:
-        await runtime.pool.close()
+    pool: asyncpg.Pool | None = getattr(runtime, "pool", None)
+    if pool is not None:
+        await pool.close()

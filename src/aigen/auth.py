@@ -7,11 +7,12 @@ from urllib.parse import urlsplit
 
 import asyncpg
 from quart import Blueprint, Response, redirect, request, session
+from quart.typing import ResponseTypes
 from quart_auth import AuthUser, current_user, login_user, logout_user
 
 from aigen import repository
 from aigen.errors import APIError
-from aigen.oidc import PendingSignIn, SignInError
+from aigen.oidc import Identity, PendingSignIn, SignInError
 from aigen.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def current_user_id() -> int | None:
 
 
 @blueprint.get("/login")
-async def login() -> Response:
+async def login() -> ResponseTypes:
     """Send the browser to the identity provider."""
     next_path = safe_next(request.args.get("next"))
     if current_user_id() is not None:
@@ -55,7 +56,7 @@ async def login() -> Response:
 
 
 @blueprint.get("/auth/callback")
-async def callback() -> Response:
+async def callback() -> ResponseTypes:
     """Validate the provider's answer, create or update the user, and sign them in."""
     stored = session.pop(SESSION_KEY, None)
     if not isinstance(stored, dict):
@@ -74,7 +75,7 @@ async def callback() -> Response:
     return redirect(safe_next(stored.get("next")))
 
 
-async def _save_identity(identity) -> repository.User:
+async def _save_identity(identity: Identity) -> repository.User:
     """Upsert the user by subject; an e-mail owned by another subject is refused."""
     settings = runtime().settings
     try:
@@ -95,11 +96,10 @@ async def _save_identity(identity) -> repository.User:
 
 
 @blueprint.post("/logout")
-async def logout() -> Response:
+async def logout() -> ResponseTypes:
     """Forget the session and go back to the landing page."""
     logout_user()
     session.clear()
-    response = redirect("/")
     if request.headers.get("HX-Request") == "true":
-        response = Response("", status=204, headers={"HX-Redirect": "/"})
-    return response
+        return Response("", status=204, headers={"HX-Redirect": "/"})
+    return redirect("/")

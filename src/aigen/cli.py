@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return serve(settings, args.host, args.port, args.workers)
         if args.command == "migrate":
-            applied = asyncio.run(migrate(settings.database_url))
+            applied = asyncio.run(migrate(settings.required_database_url))
             print(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
             return 0
         return asyncio.run(manage_users(settings, args))
@@ -81,7 +81,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     from hypercorn.config import Config
     from hypercorn.run import run
 
-    asyncio.run(migrate(settings.database_url))
+    asyncio.run(migrate(settings.required_database_url))
     config = Config()
     config.application_path = "aigen.app:create_app()"
     config.bind = [f"{host}:{port}"]
@@ -100,24 +100,31 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
 
 async def manage_users(settings: Settings, args: argparse.Namespace) -> int:
     """The `aigen users ...` sub-commands."""
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.required_database_url)
     try:
         if args.users_command == "list":
-            for user in await repository.select_users(conn):
-                print(_user_line(user))
+            for listed in await repository.select_users(conn):
+                print(_user_line(listed))
             return 0
         user = await repository.select_user_by_email(conn, args.email)
+        if user is not None:
+            user = await _update_user(conn, user.id, args)
         if user is None:
             print(f"aigen: no user with e-mail {args.email}", file=sys.stderr)
             return 1
-        if args.users_command == "set-plan":
-            user = await repository.update_user_plan(conn, user.id, args.plan)
-        else:
-            user = await repository.update_user_credits_limit(conn, user.id, args.limit)
         print(_user_line(user))
         return 0
     finally:
         await conn.close()
+
+
+async def _update_user(
+    conn: asyncpg.Connection, user_id: int, args: argparse.Namespace
+) -> repository.User | None:
+    """Apply `users set-plan` or `users set-limit`; None when the user is gone meanwhile."""
+    if args.users_command == "set-plan":
+        return await repository.update_user_plan(conn, user_id, args.plan)
+    return await repository.update_user_credits_limit(conn, user_id, args.limit)
 
 
 def _user_line(user: repository.User) -> str:

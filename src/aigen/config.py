@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, overload
 from urllib.parse import urlsplit
 
 GOOGLE_DISCOVERY_URL = "https://accounts.google.com/.well-known/openid-configuration"
@@ -69,6 +69,13 @@ class Settings:
         return self.public_url.rstrip("/") + "/auth/callback"
 
     @property
+    def required_database_url(self) -> str:
+        """DATABASE_URL, for code that runs only once it is set (create_app checks it)."""
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set")
+        return self.database_url
+
+    @property
     def stale_after(self) -> float:
         """Age after which a pending generation cannot still be running anywhere."""
         return self.upstream_timeout + max(30.0, self.upstream_timeout * 0.25)
@@ -100,6 +107,12 @@ class _Reader:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
         self.errors: list[str] = []
+
+    @overload
+    def text(self, name: str, default: None = None) -> str | None: ...
+
+    @overload
+    def text(self, name: str, default: str) -> str: ...
 
     def text(self, name: str, default: str | None = None) -> str | None:
         value = self.environ.get(name, "").strip()
@@ -137,6 +150,12 @@ class _Reader:
             return value
 
         return self.parsed(name, default, parse, "a number of seconds > 0")
+
+    @overload
+    def url(self, name: str, default: None, schemes: tuple[str, ...]) -> str | None: ...
+
+    @overload
+    def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str: ...
 
     def url(self, name: str, default: str | None, schemes: tuple[str, ...]) -> str | None:
         def parse(raw: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import warnings
 from contextlib import ExitStack
+from typing import TypedDict
 
 from aigen.config import EMBEDDED_POSTGRES, LOCAL_CLAUDE, LOCAL_SIGN_IN, Settings
 
@@ -16,8 +17,19 @@ log = logging.getLogger(__name__)
 
 LOCAL_CLIENT_ID = "aigen-local"
 LOCAL_CLIENT_SECRET = "aigen-local-secret"
+
+
+class DevUser(TypedDict):
+    """An account known to the local sign-in provider."""
+
+    sub: str
+    email: str
+    email_verified: bool
+    name: str
+
+
 # Typed on the local provider's authorize page; a verified address so free credits work at once.
-DEV_USERS = (
+DEV_USERS: tuple[DevUser, ...] = (
     {"sub": "dev@example.com", "email": "dev@example.com", "email_verified": True,
      "name": "Dev User"},
     {"sub": "unverified@example.com", "email": "unverified@example.com", "email_verified": False,

@@ -550,16 +550,17 @@ async def create_message() -> Response:
 
 async def answer(req: MessagesRequest, behavior: dict[str, Any] | None) -> Response:
     """Produce the answer for a valid request under one behavior (or none)."""
-    kind = behavior["type"] if behavior else None
+    spec: dict[str, Any] = behavior or {}
+    kind = spec["type"] if spec else None
     if kind == "fail":
-        raise FakeApiError(**{key: value for key, value in behavior.items() if key != "type"})
+        raise FakeApiError(**{key: value for key, value in spec.items() if key != "type"})
     if kind == "malformed":
-        return malformed_response(behavior)
+        return malformed_response(spec)
     if kind == "delay":
-        await asyncio.sleep(behavior["seconds"])
-    text = behavior["text"] if kind == "reply" else compose_reply(req.prompt, req.model)
+        await asyncio.sleep(spec["seconds"])
+    text = spec["text"] if kind == "reply" else compose_reply(req.prompt, req.model)
     reply = finish_reply(text, req.max_tokens, req.stop_sequences)
-    fault = behavior if kind in STREAM_FAULTS else None
+    fault = spec if kind in STREAM_FAULTS else None
     if req.stream:
         return stream_response(stream_events(req, reply, _state().chunk_delay_ms / 1000, fault))
     if fault is not None:

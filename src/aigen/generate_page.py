@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, render_template, request
 
-from aigen.access import is_htmx, login_required
-from aigen.auth import current_user_id
+from aigen.access import is_htmx, login_required, signed_in_user_id
 from aigen.errors import APIError
 from aigen.generation import GenerationOutcome, validate_prompt
 from aigen.pages import current_user_row
@@ -44,7 +43,7 @@ async def generate() -> Response:
     try:
         valid_prompt = validate_prompt({"prompt": prompt}, runtime().settings.max_prompt_chars)
         attempted = True
-        outcome = await runtime().generations.generate(current_user_id(), valid_prompt)
+        outcome = await runtime().generations.generate(signed_in_user_id(), valid_prompt)
     except APIError as error:
         template, context = await _error_partial(error)
         status = error.status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 from quart import Blueprint, Response, jsonify
 
 from aigen.db import load_migrations, pending_migrations
@@ -42,14 +43,14 @@ async def readyz() -> tuple[Response, int]:
 
 async def _rate_limiter_status() -> dict[str, object]:
     """Which limiter runs, whether Redis answers now, and how many hits it let through."""
-    limiter = runtime().limiter
+    limiter = getattr(runtime(), "limiter", None)  # unset until before_serving has run
     if not isinstance(limiter, FailOpenRateLimiter):
         return {"backend": "memory", "error": None, "failures": 0}
     return {"backend": "redis", "error": await limiter.ping(), "failures": limiter.failures}
 
 
 async def _database_problems() -> list[str]:
-    pool = runtime().pool
+    pool: asyncpg.Pool | None = getattr(runtime(), "pool", None)  # unset until before_serving
     if pool is None:
         return ["database: not connected yet"]
     try:

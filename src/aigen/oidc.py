@@ -16,7 +16,7 @@ from joserfc.jwk import KeySet
 try:  # authlib's httpx client runs on httpx2 when it is installed, on httpx otherwise
     import httpx2 as http_transport
 except ImportError:  # pragma: no cover
-    import httpx as http_transport
+    import httpx as http_transport  # type: ignore[no-redef]  # same API, the other package
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +73,11 @@ class PendingSignIn:
         """Rebuild from the session cookie; SignInError when absent or malformed."""
         if not isinstance(data, Mapping):
             raise _rejected(MESSAGE_EXPIRED, "no pending sign-in in the session", logging.INFO)
-        values = {name: data.get(name) for name in PENDING_FIELDS}
-        if not all(isinstance(value, str) and value for value in values.values()):
+        values = [data.get(name) for name in PENDING_FIELDS]
+        strings = [value for value in values if isinstance(value, str) and value]
+        if len(strings) != len(PENDING_FIELDS):
             raise _rejected(MESSAGE_EXPIRED, "malformed pending sign-in in the session")
-        return cls(**values)
+        return cls(*strings)
 
 
 class OIDCClient:

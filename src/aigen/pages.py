@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from markupsafe import Markup
-from quart import Blueprint, Response, redirect, render_template, request
+from quart import Blueprint, redirect, render_template, request
+from quart.typing import ResponseTypes
 
 from aigen import repository
-from aigen.access import login_required
+from aigen.access import login_required, signed_in_user_id
 from aigen.auth import current_user_id
 from aigen.errors import APIError
 from aigen.markdown import first_line, render_markdown
@@ -63,7 +64,7 @@ async def load_user(conn: asyncpg.Connection, user_id: int) -> User:
 async def current_user_row() -> User:
     """The signed-in user's row, in a short-lived connection."""
     async with runtime().pool.acquire() as conn:
-        return await load_user(conn, current_user_id())
+        return await load_user(conn, signed_in_user_id())
 
 
 async def get_owned_generation(
@@ -94,7 +95,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
 
 
 @blueprint.get("/")
-async def landing() -> str | Response:
+async def landing() -> str | ResponseTypes:
     """What the product does, and the way in."""
     if current_user_id() is not None:
         return redirect("/generate")
@@ -106,7 +107,7 @@ async def landing() -> str | Response:
 async def dashboard() -> str:
     """Welcome, plan, live usage and the newest generations."""
     async with runtime().pool.acquire() as conn:
-        user = await load_user(conn, current_user_id())
+        user = await load_user(conn, signed_in_user_id())
         recent = await repository.select_generations(conn, user.id, limit=RECENT_COUNT)
     return await render_template(
         "dashboard/page.html", user=user, recent=recent, generations=recent
@@ -127,7 +128,7 @@ async def history() -> str:
     cursor = request.args.get("before")
     before = decode_cursor(cursor) if cursor else None
     async with runtime().pool.acquire() as conn:
-        user = await load_user(conn, current_user_id())
+        user = await load_user(conn, signed_in_user_id())
         rows = await repository.select_generations(
             conn, user.id, limit=HISTORY_PAGE_SIZE + 1, before=before
         )
@@ -147,7 +148,7 @@ async def history() -> str:
 async def generation_detail(generation_id: int) -> str:
     """One generation: the prompt and the rendered answer (or why there is none)."""
     async with runtime().pool.acquire() as conn:
-        user = await load_user(conn, current_user_id())
+        user = await load_user(conn, signed_in_user_id())
         generation = await get_owned_generation(conn, user.id, generation_id)
     return await render_template("history/detail.html", user=user, generation=generation)
 

@@ -32,7 +32,7 @@ UNIT_SECONDS = {
     "h": 3600, "hour": 3600, "hours": 3600,
     "d": 86400, "day": 86400, "days": 86400,
 }  # fmt: skip
-UNIT_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
+UNIT_NAMES: dict[float, str] = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
 RATE_PATTERN = re.compile(r"\s*(\d+)\s*(?:/|\s+per\s+)\s*(\d+(?:\.\d+)?)?\s*([A-Za-z]+)\s*")
 READABLE_KEY = re.compile(r"[A-Za-z0-9_.:@-]{1,100}")
 REDIS_DOWN_ERRORS = (RedisError, OSError, TimeoutError)

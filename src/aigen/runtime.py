@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,17 +24,21 @@ EXTENSION_KEY = "aigen"
 
 @dataclass
 class Runtime:
-    """Created by create_app; the connections inside are opened in before_serving."""
+    """Created by create_app; the connections inside are opened in before_serving.
+
+    The services are set by `app._start` and always present while serving; before that they
+    are unset attributes, so code that may run earlier (readiness, shutdown) uses getattr.
+    """
 
     settings: Settings
-    pool: asyncpg.Pool | None = None
-    claude: ClaudeClient | None = None
-    generations: GenerationService | None = None
-    oidc: OIDCClient | None = None
-    limiter: Limiter | None = None
-    redis: redis.asyncio.Redis | None = None
-    mailer: BackgroundMailer | None = None
-    background: set = field(default_factory=set)
+    pool: asyncpg.Pool = field(init=False)
+    claude: ClaudeClient = field(init=False)
+    generations: GenerationService = field(init=False)
+    oidc: OIDCClient = field(init=False)
+    limiter: Limiter = field(init=False)
+    redis: redis.asyncio.Redis | None = None  # None without REDIS_URL
+    mailer: BackgroundMailer = field(init=False)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 def runtime() -> Runtime:

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from quart import Blueprint, Response, render_template, request
 
 from aigen import repository
-from aigen.access import login_required
+from aigen.access import login_required, signed_in_user_id
 from aigen.auth import current_user_id
 from aigen.email_tokens import (
     MAX_AGE_SECONDS,
@@ -144,7 +144,7 @@ async def verify_email() -> tuple[str, int]:
 @login_required
 async def resend() -> str | Response:
     """Send a new link (the old one stops working); limited to a few per hour per user."""
-    user_id = current_user_id()
+    user_id = signed_in_user_id()
     await enforce(
         runtime().limiter, f"verify-resend:user:{user_id}", RESEND_LIMIT, RESEND_LIMITED_MESSAGE
     )
