@@ -28,6 +28,7 @@ test: install chromium
 
 lint: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 bench: install
 	for script in bench/*.py; do $(BIN)/python -W ignore $$script || exit 1; done
