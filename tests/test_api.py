@@ -246,7 +246,13 @@ async def test_no_connection_is_held_while_claude_works(
             ]
             while (await counts(db, many.id))[1].get("pending", 0) < 8:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+            # A committed reservation releases its connection a moment after the commit.
+            for _ in range(50):
+                if pool.get_size() == pool.get_idle_size():
+                    break
+                await asyncio.sleep(0.01)
             assert pool.get_size() == pool.get_idle_size()
+            assert not any(call.done() for call in calls)  # Claude is still working on all 8
             locks = await db.fetchval(
                 "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
                 " WHERE c.relname = 'users' AND l.pid <> pg_backend_pid()"
