@@ -43,21 +43,18 @@ def start_dev_peers(
     """Start what development lacks; return the environment variables that point at them."""
     if settings.is_production:
         return {}  # load_settings already refused production with anything missing
-    environ: dict[str, str] = {}
-    used: list[str] = []
-    if not settings.database_url:
-        environ["DATABASE_URL"] = _embedded_postgres(settings, stack)
-        used.append(EMBEDDED_POSTGRES)
+    missing = settings.missing_services()
     if database_only:
-        return environ
-    if not settings.google_client_id:
+        missing = [name for name in missing if name == EMBEDDED_POSTGRES]
+    environ: dict[str, str] = {}
+    if EMBEDDED_POSTGRES in missing:
+        environ["DATABASE_URL"] = _embedded_postgres(settings, stack)
+    if LOCAL_SIGN_IN in missing:
         environ.update(_local_sign_in(stack))
-        used.append(LOCAL_SIGN_IN)
-    if not settings.anthropic_api_key:
+    if LOCAL_CLAUDE in missing:
         environ["ANTHROPIC_BASE_URL"] = _local_claude(stack)
-        used.append(LOCAL_CLAUDE)
-    if used:
-        environ["AIGEN_DEV_DEFAULTS"] = ",".join([*settings.dev_defaults, *used])
+    if missing and not database_only:
+        environ["AIGEN_DEV_DEFAULTS"] = ",".join([*settings.dev_defaults, *missing])
     return environ
 
 

@@ -44,8 +44,3 @@ class Runtime:
 def runtime() -> Runtime:
     """The runtime of the app handling the current request."""
     return current_app.extensions[EXTENSION_KEY]
-
-
-def settings() -> Settings:
-    """The validated settings of the current app."""
-    return runtime().settings
