@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import _recreate_database, _with_database  # noqa: E402
 
 from aigen.app import create_app  # noqa: E402
-from aigen.db import migrate  # noqa: E402
-from aigen.fake_anthropic import FakeAnthropicAdmin  # noqa: E402
+from aigen.dev.anthropic import FakeAnthropicAdmin  # noqa: E402
+from aigen.store.migrations import migrate  # noqa: E402
 
 BENCH_DATABASE = "aigen_bench"
 SECRET = "bench-secret-key-bench-secret-key-0123456789"
@@ -79,10 +79,16 @@ async def make_users(url: str, count: int, limit: int) -> list[int]:
 def app_environment(args: argparse.Namespace, database_url: str, claude_url: str) -> dict:
     """Settings of the served app: everything configured, so no development stand-in starts."""
     return {
-        "DATABASE_URL": database_url, "SECRET_KEY": SECRET, "ANTHROPIC_API_KEY": "bench",
-        "ANTHROPIC_BASE_URL": claude_url, "GOOGLE_CLIENT_ID": "bench",
-        "GOOGLE_CLIENT_SECRET": "bench", "OIDC_DISCOVERY_URL": "http://127.0.0.1:9/none",
-        "DB_POOL_MAX": str(args.pool), "RATE_LIMIT": "100000/second", "AIGEN_DEV_DEFAULTS": "",
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": SECRET,
+        "ANTHROPIC_API_KEY": "bench",
+        "ANTHROPIC_BASE_URL": claude_url,
+        "GOOGLE_CLIENT_ID": "bench",
+        "GOOGLE_CLIENT_SECRET": "bench",
+        "OIDC_DISCOVERY_URL": "http://127.0.0.1:9/none",
+        "DB_POOL_MAX": str(args.pool),
+        "RATE_LIMIT": "100000/second",
+        "AIGEN_DEV_DEFAULTS": "",
         "LOG_LEVEL": "WARNING",
     }
 
@@ -90,10 +96,21 @@ def app_environment(args: argparse.Namespace, database_url: str, claude_url: str
 def start_app(args: argparse.Namespace, environment: dict, port: int) -> subprocess.Popen:
     """`aigen serve --workers N`, as in production."""
     return subprocess.Popen(
-        [sys.executable, "-m", "aigen.cli", "serve", "--port", str(port),
-         "--workers", str(args.workers)],
-        env={**os.environ, **environment}, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "aigen.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+        ],
+        env={**os.environ, **environment},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -159,15 +176,21 @@ def report(args, elapsed: float, latencies: list[float], statuses: dict[int, int
     ordered = sorted(latencies)
     p50 = statistics.median(ordered)
     p95 = ordered[int(len(ordered) * 0.95) - 1]
-    print(f"requests {len(latencies)}  concurrency {args.concurrency}  workers {args.workers}"
-          f"  pool {args.pool}/worker"
-          f"  Claude latency {args.latency_ms} ms")
+    print(
+        f"requests {len(latencies)}  concurrency {args.concurrency}  workers {args.workers}"
+        f"  pool {args.pool}/worker"
+        f"  Claude latency {args.latency_ms} ms"
+    )
     print(f"statuses {dict(sorted(statuses.items()))}")
-    print(f"throughput {throughput:.1f} req/s  (ideal {ideal:.1f} req/s,"
-          f" ratio {throughput / ideal:.2f})")
-    print(f"latency p50 {p50 * 1000:.0f} ms  p95 {p95 * 1000:.0f} ms"
-          f"  overhead over Claude p50 {(p50 - latency) * 1000:.0f} ms"
-          f" ({p50 / latency:.2f}x)")
+    print(
+        f"throughput {throughput:.1f} req/s  (ideal {ideal:.1f} req/s,"
+        f" ratio {throughput / ideal:.2f})"
+    )
+    print(
+        f"latency p50 {p50 * 1000:.0f} ms  p95 {p95 * 1000:.0f} ms"
+        f"  overhead over Claude p50 {(p50 - latency) * 1000:.0f} ms"
+        f" ({p50 / latency:.2f}x)"
+    )
 
 
 def main() -> None:
@@ -185,9 +208,17 @@ def main() -> None:
     # The local Claude runs in its own process so it does not compete with the app for the GIL.
     port = free_port()
     claude = subprocess.Popen(
-        [sys.executable, "-m", "aigen.fake_anthropic", "--port", str(port),
-         "--latency-ms", str(args.latency_ms)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "aigen.dev.anthropic",
+            "--port",
+            str(port),
+            "--latency-ms",
+            str(args.latency_ms),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         admin = FakeAnthropicAdmin(f"http://127.0.0.1:{port}")

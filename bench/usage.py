@@ -19,9 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from aigen import repository
-from aigen.db import migrate
-from aigen.usage import month_period
+from aigen.core.usage import month_period
+from aigen.store import repository
+from aigen.store.migrations import migrate
 
 BENCH_DATABASE = "aigen_bench_usage"
 GENERATIONS = 100_000

@@ -18,7 +18,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 from quart import Quart, Response, request
 
-from aigen.dev_oidc import HOST, find_free_port
+from aigen.dev.oidc_provider import HOST, find_free_port
 
 SERVER_START_TIMEOUT = 5.0
 JSON = "application/json"

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from aigen.cli import main
-from tests.conftest import make_user
+from tests.helpers import make_user
 
 
 @pytest.fixture
@@ -61,8 +61,12 @@ def test_unknown_email_is_an_error(cli_env: str, capsys: pytest.CaptureFixture[s
 
 @pytest.mark.parametrize(
     "argv",
-    [["users", "set-plan", "ada@example.com", "GOLD"], ["users", "set-limit", "a@b.c", "-1"],
-     ["users", "set-limit", "a@b.c", "many"], ["frobnicate"]],
+    [
+        ["users", "set-plan", "ada@example.com", "GOLD"],
+        ["users", "set-limit", "a@b.c", "-1"],
+        ["users", "set-limit", "a@b.c", "many"],
+        ["frobnicate"],
+    ],
 )
 def test_bad_arguments_exit_2(cli_env: str, argv: list[str]) -> None:
     with pytest.raises(SystemExit) as raised:
@@ -73,8 +77,15 @@ def test_bad_arguments_exit_2(cli_env: str, argv: list[str]) -> None:
 def test_production_refuses_to_start_with_defaults(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in ("DATABASE_URL", "GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET", "ANTHROPIC_API_KEY",
-                 "SECRET_KEY", "REDIS_URL", "SMTP_URL"):
+    for name in (
+        "DATABASE_URL",
+        "GOOGLE_CLIENT_ID",
+        "GOOGLE_CLIENT_SECRET",
+        "ANTHROPIC_API_KEY",
+        "SECRET_KEY",
+        "REDIS_URL",
+        "SMTP_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AIGEN_ENV", "production")
     assert main(["serve"]) == 2

@@ -11,18 +11,7 @@ from aigen.config import (
     ConfigError,
     load_settings,
 )
-
-PRODUCTION = {
-    "AIGEN_ENV": "production",
-    "SECRET_KEY": "s" * 40,
-    "PUBLIC_URL": "https://aigen.example.com",
-    "DATABASE_URL": "postgresql://aigen:pw@db.internal:5432/aigen",
-    "GOOGLE_CLIENT_ID": "id.apps.googleusercontent.com",
-    "GOOGLE_CLIENT_SECRET": "google-secret",
-    "ANTHROPIC_API_KEY": "sk-ant-real",
-    "REDIS_URL": "redis://cache.internal:6379/0",
-    "SMTP_URL": "smtp://mailer:pw@smtp.internal:587",
-}
+from tests.helpers import PRODUCTION
 
 
 def test_defaults_match_the_documented_table() -> None:
@@ -42,11 +31,17 @@ def test_defaults_match_the_documented_table() -> None:
 
 
 def test_values_are_parsed() -> None:
-    settings = load_settings({
-        "PUBLIC_URL": "https://x.example/", "DB_POOL_MAX": "4", "AIGEN_MAX_TOKENS": "256",
-        "AIGEN_UPSTREAM_TIMEOUT": "2.5", "FREE_CREDITS": "0", "MAX_PROMPT_CHARS": "50",
-        "AIGEN_MODEL": "claude-sonnet-4-5",
-    })
+    settings = load_settings(
+        {
+            "PUBLIC_URL": "https://x.example/",
+            "DB_POOL_MAX": "4",
+            "AIGEN_MAX_TOKENS": "256",
+            "AIGEN_UPSTREAM_TIMEOUT": "2.5",
+            "FREE_CREDITS": "0",
+            "MAX_PROMPT_CHARS": "50",
+            "AIGEN_MODEL": "claude-sonnet-4-5",
+        }
+    )
     assert settings.public_url == "https://x.example"
     assert (settings.db_pool_max, settings.max_tokens, settings.upstream_timeout) == (4, 256, 2.5)
     assert (settings.free_credits, settings.max_prompt_chars) == (0, 50)
@@ -89,7 +84,9 @@ def test_every_bad_value_is_reported_at_once() -> None:
 
 def test_urls_with_passwords_are_never_echoed() -> None:
     with pytest.raises(ConfigError) as raised:
-        load_settings({"DATABASE_URL": "mysql://u:hunter2@db/x", "SMTP_URL": "smtp://u:hunter2@h:0"})
+        load_settings(
+            {"DATABASE_URL": "mysql://u:hunter2@db/x", "SMTP_URL": "smtp://u:hunter2@h:0"}
+        )
     assert "hunter2" not in str(raised.value)
 
 
@@ -107,7 +104,11 @@ def test_complete_production_settings_are_accepted() -> None:
 @pytest.mark.parametrize(
     "missing",
     [
-        "SECRET_KEY", "DATABASE_URL", "GOOGLE_CLIENT_ID", "ANTHROPIC_API_KEY", "REDIS_URL",
+        "SECRET_KEY",
+        "DATABASE_URL",
+        "GOOGLE_CLIENT_ID",
+        "ANTHROPIC_API_KEY",
+        "REDIS_URL",
         "SMTP_URL",
     ],
 )
@@ -125,8 +126,10 @@ def test_production_refuses_to_start_without(missing: str) -> None:
         ({"SECRET_KEY": "short"}, "SECRET_KEY must be at least 32"),
         ({"PUBLIC_URL": "http://aigen.example.com"}, "PUBLIC_URL must use https"),
         ({"AIGEN_DEV_DEFAULTS": EMBEDDED_POSTGRES}, "refuses development defaults"),
-        ({"OIDC_DISCOVERY_URL": "http://idp.example/.well-known/openid-configuration"},
-         "OIDC_DISCOVERY_URL must use https"),
+        (
+            {"OIDC_DISCOVERY_URL": "http://idp.example/.well-known/openid-configuration"},
+            "OIDC_DISCOVERY_URL must use https",
+        ),
         ({"ANTHROPIC_BASE_URL": "http://gateway.internal"}, "ANTHROPIC_BASE_URL must use https"),
         ({"SMTP_URL": "smtp://mail.internal:25"}, "SMTP_URL must use TLS"),
     ],
@@ -138,8 +141,12 @@ def test_production_refuses_development_shortcuts(change: dict[str, str], messag
 
 @pytest.mark.parametrize(
     "smtp_url",
-    ["smtps://mail.example:465", "smtp://u:p@mail.example:2525", "smtp://mail.example:587",
-     "smtp://127.0.0.1:25"],
+    [
+        "smtps://mail.example:465",
+        "smtp://u:p@mail.example:2525",
+        "smtp://mail.example:587",
+        "smtp://127.0.0.1:25",
+    ],
 )
 def test_production_accepts_encrypted_or_local_mail(smtp_url: str) -> None:
     assert load_settings({**PRODUCTION, "SMTP_URL": smtp_url}).smtp_url == smtp_url

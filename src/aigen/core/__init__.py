@@ -1,0 +1,1 @@
+"""The rules of the product, framework-free: generation, plans and credits, usage, verification."""

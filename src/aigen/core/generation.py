@@ -1,0 +1,194 @@
+"""The metered generation: reserve a credit, call Claude outside any transaction, finalize.
+
+Shared by the JSON API and the HTMX page so the credit rules exist once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from aigen.clients.claude import ClaudeClient, Completion, UpstreamError, upstream_error
+from aigen.clients.ratelimit import RateLimit
+from aigen.store import repository
+from aigen.store.repository import Generation, User
+from aigen.web.errors import APIError
+from aigen.web.rate_limits import Limiter, enforce
+
+log = logging.getLogger(__name__)
+
+CREDIT_LIMIT_MESSAGE = "Credit limit reached. Upgrade to Pro for unlimited generations."
+VERIFY_EMAIL_MESSAGE = "Verify your e-mail address to receive free credits."
+STALE_ERROR = "Abandoned: the server stopped before Claude answered."
+STORE_ERROR = "The answer could not be stored."
+
+
+@dataclass(frozen=True)
+class GenerationOutcome:
+    """A finalized, successful generation and the user's credits after it."""
+
+    generation: Generation
+    user: User
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of POST /api/generate's 200 answer."""
+        return {
+            "id": self.generation.id,
+            "result": self.generation.result,
+            "usage": {
+                "input_tokens": self.generation.input_tokens,
+                "output_tokens": self.generation.output_tokens,
+            },
+            "credits": credits_json(self.user),
+        }
+
+
+def credits_json(user: User) -> dict[str, Any]:
+    """The user's plan and credits as the API shows them."""
+    return {"plan": user.plan, "used": user.credits_used, "limit": user.credits_limit}
+
+
+def validate_prompt(body: object, max_chars: int) -> str:
+    """The prompt from a request body, or a 400 naming what is wrong."""
+    if not isinstance(body, dict):
+        raise APIError(400, "Request body must be a JSON object.")
+    if "prompt" not in body:
+        raise APIError(400, "Field 'prompt' is required.")
+    prompt = body["prompt"]
+    if not isinstance(prompt, str):
+        raise APIError(400, "Field 'prompt' must be a string.")
+    if not prompt.strip():
+        raise APIError(400, "Field 'prompt' must not be blank.")
+    if len(prompt) > max_chars:
+        raise APIError(400, f"Field 'prompt' must be at most {max_chars} characters.")
+    if "\x00" in prompt:
+        raise APIError(400, "Field 'prompt' must not contain NUL characters.")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate such as "\ud800" in the JSON
+        raise APIError(400, "Field 'prompt' must be valid Unicode text.") from error
+    return prompt
+
+
+class GenerationService:
+    """Runs generations for signed-in users against one pool and one Claude client."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        claude: ClaudeClient,
+        *,
+        limiter: Limiter | None = None,
+        rate_limit: RateLimit | None = None,
+    ) -> None:
+        self.pool = pool
+        self.claude = claude
+        self.limiter = limiter
+        self.rate_limit = rate_limit
+        self._in_flight: set[asyncio.Task[GenerationOutcome]] = set()
+
+    async def generate(self, user_id: int, prompt: str) -> GenerationOutcome:
+        """Rate-limit, reserve, call and finalize; APIError for 429/403/402 or upstream failure."""
+        await self.admit(user_id)
+        generation = await self.reserve(user_id, prompt)
+        # Shielded so a client that disconnects mid-call does not lose the generation.
+        task = asyncio.create_task(self._call_and_finalize(generation))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return await asyncio.shield(task)
+
+    async def admit(self, user_id: int) -> None:
+        """The per-user rate limit, checked before anything is reserved (429: nothing stored)."""
+        if self.limiter is not None and self.rate_limit is not None:
+            await enforce(self.limiter, f"generate:user:{user_id}", self.rate_limit)
+
+    async def reserve(self, user_id: int, prompt: str) -> Generation:
+        """Lock the user row, check the plan, insert 'pending' and charge, in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            user = await repository.lock_user(conn, user_id)
+            if user is None:
+                raise APIError(401, "Unauthorized")
+            # PRO users pay, so only free credits wait for a verified address.
+            if not user.is_pro and not user.email_verified:
+                raise APIError(403, VERIFY_EMAIL_MESSAGE, verify_email=True)
+            if not user.is_pro and user.credits_used >= user.credits_limit:
+                raise APIError(402, CREDIT_LIMIT_MESSAGE, upgrade=True)
+            generation = await repository.insert_generation(
+                conn, user_id, prompt, self.claude.model
+            )
+            await repository.charge_credit(conn, user_id)
+            return generation
+
+    async def _call_and_finalize(self, generation: Generation) -> GenerationOutcome:
+        try:
+            completion = await self.claude.complete(generation.prompt)
+        except UpstreamError as error:
+            await self.fail(generation, error.message)
+            raise APIError(error.status, error.message, retryable=error.retryable) from error
+        except BaseException as error:
+            # Cancelled at shutdown, or a bug: never leave the credit charged for nothing.
+            await asyncio.shield(self.fail(generation, upstream_error(error).message))
+            raise
+        try:
+            return await self.finalize(generation, completion)
+        except APIError:
+            raise
+        except BaseException:
+            # The answer could not be stored (database trouble): refund rather than charge.
+            log.exception("storing generation %s failed", generation.id)
+            await asyncio.shield(self.fail(generation, STORE_ERROR))
+            raise
+
+    async def finalize(self, generation: Generation, completion: Completion) -> GenerationOutcome:
+        """Store the answer and its usage; the second short transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            done = await repository.update_generation_result(
+                conn,
+                generation.user_id,
+                generation.id,
+                result=completion.text,
+                model=completion.model,
+                input_tokens=completion.input_tokens,
+                output_tokens=completion.output_tokens,
+            )
+            user = await repository.select_user(conn, generation.user_id)
+        if done is None or user is None:
+            # The sweeper already failed and refunded it: the answer came too late to charge.
+            raise APIError(504, "Claude did not answer in time.", retryable=True)
+        return GenerationOutcome(done, user)
+
+    async def fail(self, generation: Generation, error: str) -> None:
+        """Mark the generation failed and refund its credit, once."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            failed = await repository.update_generation_failed(
+                conn, generation.user_id, generation.id, error
+            )
+            if failed is not None:
+                await repository.refund_credit(conn, generation.user_id)
+
+    async def drain(self, timeout: float) -> None:
+        """Let calls in flight finish; cancel (and so refund) what is left after `timeout`.
+
+        Called at shutdown before the pool closes, so every reservation is finalized or refunded.
+        """
+        if not self._in_flight:
+            return
+        _, late = await asyncio.wait(set(self._in_flight), timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("cancelled %d generation(s) still running at shutdown", len(late))
+            await asyncio.wait(late)
+
+
+async def sweep_stale(pool: asyncpg.Pool, older_than_seconds: float) -> int:
+    """Fail and refund reservations a dead process left pending; return how many."""
+    async with pool.acquire() as conn:
+        swept = await repository.fail_stale_generations(conn, older_than_seconds, STALE_ERROR)
+    if swept:
+        log.warning("swept %d stale pending generation(s) and refunded their credits", swept)
+    return swept

@@ -1,0 +1,48 @@
+"""GET /api/usage: the signed-in user's plan, credits and generations of the current month."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aigen.store.repository import Usage, User
+
+
+def month_period(now: datetime) -> tuple[datetime, datetime]:
+    """The UTC calendar month holding `now`: its first instant and the next month's (exclusive)."""
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if start.month == 12:
+        return start, start.replace(year=start.year + 1, month=1)
+    return start, start.replace(month=start.month + 1)
+
+
+def iso_utc(instant: datetime) -> str:
+    """An instant as ISO 8601 in UTC with a Z suffix."""
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def usage_json(user: User, usage: Usage, start: datetime, end: datetime) -> dict[str, Any]:
+    """The body of GET /api/usage."""
+    return {
+        "plan": user.plan,
+        "period": {"start": iso_utc(start), "end": iso_utc(end)},
+        "credits": {
+            "used": user.credits_used,
+            "limit": user.credits_limit,
+            "remaining": user.credits_remaining,
+        },
+        "generations": {
+            "total": usage.total,
+            "succeeded": usage.succeeded,
+            "failed": usage.failed,
+        },
+        "tokens": {"input": usage.input_tokens, "output": usage.output_tokens},
+        "daily": [
+            {
+                "date": day.date.isoformat(),
+                "generations": day.generations,
+                "output_tokens": day.output_tokens,
+            }
+            for day in usage.daily
+        ],
+    }

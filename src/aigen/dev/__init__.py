@@ -1,0 +1,1 @@
+"""Development stand-ins (Claude, sign-in, launcher); imported only by the CLI, tests and bench."""

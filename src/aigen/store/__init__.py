@@ -1,0 +1,1 @@
+"""PostgreSQL: the connection pool, the migrations in sql/, and the repository (all SQL)."""

@@ -1,0 +1,80 @@
+"""The numbered plain-SQL migrations in sql/, applied once under an advisory lock."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from aigen.paths import SQL_DIR
+
+log = logging.getLogger(__name__)
+
+# Any constant works; it only has to be the same for every process migrating this database.
+MIGRATION_LOCK_ID = 0x61696765  # "aige"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered SQL file."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(folder: Path = SQL_DIR) -> list[Migration]:
+    """The migrations in order of their number prefix (001_name.sql)."""
+    migrations = []
+    for path in sorted(folder.glob("*.sql")):
+        number, _, name = path.stem.partition("_")
+        migrations.append(Migration(int(number), name, path.read_text(encoding="utf-8")))
+    return sorted(migrations, key=lambda migration: migration.version)
+
+
+async def apply_migrations(conn: asyncpg.Connection, migrations: list[Migration]) -> list[int]:
+    """Apply the migrations not yet recorded, under an advisory lock; return versions applied."""
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+        applied = []
+        for migration in migrations:
+            if migration.version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+            log.info("applied migration %03d_%s", migration.version, migration.name)
+            applied.append(migration.version)
+        return applied
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+
+
+async def pending_migrations(conn: asyncpg.Connection, migrations: list[Migration]) -> list[int]:
+    """Versions not applied yet (used by /readyz)."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    done = set()
+    if exists:
+        done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+    return [migration.version for migration in migrations if migration.version not in done]
+
+
+async def migrate(dsn: str) -> list[int]:
+    """Connect once and apply pending migrations (used by `aigen migrate` and start-up)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await apply_migrations(conn, load_migrations())
+    finally:
+        await conn.close()

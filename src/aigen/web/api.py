@@ -1,0 +1,49 @@
+"""The JSON API: POST /api/generate and GET /api/usage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from quart import Blueprint, Response, jsonify, request
+
+from aigen.core.generation import validate_prompt
+from aigen.core.usage import month_period, usage_json
+from aigen.store import repository
+from aigen.web.current_user import signed_in_user_id
+from aigen.web.errors import APIError
+from aigen.web.runtime import runtime
+
+blueprint = Blueprint("api", __name__, url_prefix="/api")
+
+
+async def json_body() -> object:
+    """The request's JSON, or 400 when it is not JSON."""
+    try:
+        body = await request.get_json(force=True, silent=True)
+    except RecursionError:  # absurdly nested JSON: not a prompt
+        body = None
+    if body is None:
+        raise APIError(400, "Request body must be JSON.")
+    return body
+
+
+@blueprint.post("/generate")
+async def generate() -> Response:
+    """Generate an answer to a prompt, charging one credit."""
+    user_id = signed_in_user_id()
+    prompt = validate_prompt(await json_body(), runtime().settings.max_prompt_chars)
+    outcome = await runtime().generations.generate(user_id, prompt)
+    return jsonify(outcome.to_json())
+
+
+@blueprint.get("/usage")
+async def usage() -> Response:
+    """The user's plan, credits and this month's generations, tokens and days (UTC)."""
+    user_id = signed_in_user_id()
+    start, end = month_period(datetime.now(UTC))
+    async with runtime().pool.acquire() as conn:
+        user = await repository.select_user(conn, user_id)
+        if user is None:
+            raise APIError(401, "Unauthorized")
+        counted = await repository.select_usage(conn, user_id, start, end)
+    return jsonify(usage_json(user, counted, start, end))

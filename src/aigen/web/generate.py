@@ -1,0 +1,91 @@
+"""The generate page: a prompt box whose htmx form swaps one partial into the result region.
+
+The POST shares GenerationService with the JSON API, so the credit rules exist once. It answers
+200 with the partial whatever happened (htmx 2 swaps only 2xx) and HX-Trigger: credits-changed,
+which the usage card listens for.
+"""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, render_template, request
+
+from aigen.core.generation import GenerationOutcome, validate_prompt
+from aigen.web.current_user import is_htmx, login_required, signed_in_user_id
+from aigen.web.errors import APIError
+from aigen.web.pages import current_user_row
+from aigen.web.runtime import runtime
+
+blueprint = Blueprint("generate", __name__)
+
+CREDITS_CHANGED = "credits-changed"
+ERROR_TITLES = {
+    400: "Please check your prompt",
+    429: "You're sending prompts too quickly",
+    502: "Claude gave an answer we couldn't use",
+    503: "Claude is unavailable right now",
+    504: "Claude took too long to answer",
+}
+
+
+@blueprint.get("/generate")
+@login_required
+async def page() -> str:
+    """The prompt box, the (empty) result region and the usage card."""
+    return await _render_page(user=await current_user_row())
+
+
+@blueprint.post("/generate")
+@login_required
+async def generate() -> Response:
+    """Run one generation through the shared service and answer with the partial to swap in."""
+    prompt = (await request.form).get("prompt", "")
+    attempted = False
+    try:
+        valid_prompt = validate_prompt({"prompt": prompt}, runtime().settings.max_prompt_chars)
+        attempted = True
+        outcome = await runtime().generations.generate(signed_in_user_id(), valid_prompt)
+    except APIError as error:
+        template, context = await _error_partial(error)
+        status = error.status
+    else:
+        template, context = "generate/_result.html", _result_context(outcome)
+        status = 200
+    if is_htmx():
+        response = Response(await render_template(template, swap_nav=True, **context))
+    else:
+        # Without JavaScript the form posts normally: the whole page, prompt kept in the box.
+        page_context = {"user": await current_user_row(), **context}
+        body = await _render_page(prompt=prompt, result_template=template, **page_context)
+        response = Response(body, status=status)
+    if attempted:
+        response.headers["HX-Trigger"] = CREDITS_CHANGED
+    return response
+
+
+async def _render_page(**context: object) -> str:
+    settings = runtime().settings
+    return await render_template(
+        "generate/page.html", max_prompt_chars=settings.max_prompt_chars, **context
+    )
+
+
+def _result_context(outcome: GenerationOutcome) -> dict[str, object]:
+    return {"generation": outcome.generation, "user": outcome.user}
+
+
+async def _error_partial(error: APIError) -> tuple[str, dict[str, object]]:
+    """Which partial explains this error, and what it needs."""
+    if error.status == 402 or error.extra.get("upgrade"):
+        return "generate/_upgrade_banner.html", {"user": await current_user_row()}
+    if error.extra.get("verify_email"):
+        return "generate/_verify_email_banner.html", {"error": error}
+    retry_after = error.extra.get("retry_after")
+    retry_helps = bool(error.extra.get("retryable")) or error.status == 429
+    charge_note = "Your credit was refunded." if error.status >= 500 else "No credit was used."
+    return "generate/_error.html", {
+        "error": error,
+        "title": ERROR_TITLES.get(error.status, "We couldn't generate an answer"),
+        "retry_helps": retry_helps,
+        "retry_after": round(retry_after) if isinstance(retry_after, int | float) else None,
+        "charge_note": charge_note,
+    }

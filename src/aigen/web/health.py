@@ -1,0 +1,63 @@
+"""Liveness and readiness probes for the platform."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from quart import Blueprint, Response, jsonify
+
+from aigen.clients.ratelimit import FailOpenRateLimiter
+from aigen.store.migrations import load_migrations, pending_migrations
+from aigen.web.runtime import runtime
+
+blueprint = Blueprint("health", __name__)
+
+READY_TIMEOUT = 3.0
+
+
+@blueprint.get("/healthz")
+async def healthz() -> Response:
+    """The process is up; touches nothing else."""
+    return jsonify({"status": "ok"})
+
+
+@blueprint.get("/readyz")
+async def readyz() -> tuple[Response, int]:
+    """Ready when the database answers and every migration is applied.
+
+    A Redis outage makes the answer "degraded" but keeps it 200: generation goes on with the
+    rate limiter failing open, and a 503 would take every instance out of the load balancer
+    at once, turning a limiter outage into a full outage.
+    """
+    problems = await _database_problems()
+    limiter = await _rate_limiter_status()
+    if problems:
+        body = {"status": "unavailable", "reasons": problems, "rate_limiter": limiter}
+        return jsonify(body), 503
+    if limiter["error"] is not None:
+        reason = f"rate limiter: {limiter['error']} (allowing requests unchecked)"
+        return jsonify({"status": "degraded", "reasons": [reason], "rate_limiter": limiter}), 200
+    return jsonify({"status": "ready", "rate_limiter": limiter}), 200
+
+
+async def _rate_limiter_status() -> dict[str, object]:
+    """Which limiter runs, whether Redis answers now, and how many hits it let through."""
+    limiter = getattr(runtime(), "limiter", None)  # unset until before_serving has run
+    if not isinstance(limiter, FailOpenRateLimiter):
+        return {"backend": "memory", "error": None, "failures": 0}
+    return {"backend": "redis", "error": await limiter.ping(), "failures": limiter.failures}
+
+
+async def _database_problems() -> list[str]:
+    pool: asyncpg.Pool | None = getattr(runtime(), "pool", None)  # unset until before_serving
+    if pool is None:
+        return ["database: not connected yet"]
+    try:
+        async with asyncio.timeout(READY_TIMEOUT), pool.acquire() as conn:
+            pending = await pending_migrations(conn, load_migrations())
+    except (OSError, TimeoutError, Exception) as error:  # noqa: BLE001 - any failure means not ready
+        return [f"database: {type(error).__name__}: {error}"]
+    if pending:
+        return [f"database: migrations not applied: {pending}"]
+    return []
