@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# `aigen serve` applies pending migrations once, before the workers start.
 run: install
-	$(BIN)/aigen migrate
 	$(BIN)/aigen serve --host $(HOST) --port $(PORT)
 
 migrate: install

@@ -226,7 +226,7 @@ def main() -> None:
             try:
                 admin.clear()
                 break
-            except Exception:  # noqa: BLE001 - not listening yet
+            except Exception:
                 time.sleep(0.1)
         asyncio.run(run(args, database_url, f"http://127.0.0.1:{port}"))
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from aigen.clients.ratelimit import RateLimit
 from aigen.config import (
     EMBEDDED_POSTGRES,
     LOCAL_CLAUDE,
@@ -26,7 +27,9 @@ def test_defaults_match_the_documented_table() -> None:
     assert (settings.model, settings.max_tokens) == ("claude-opus-4-5", 1024)
     assert settings.upstream_timeout == 120.0
     assert (settings.free_credits, settings.max_prompt_chars) == (10, 20000)
-    assert settings.rate_limit == "10/minute"
+    assert settings.rate_limit == RateLimit(10, 60.0)
+    assert settings.login_rate_limit == RateLimit(20, 60.0)
+    assert settings.log_level == "INFO"
     assert settings.missing_services() == [EMBEDDED_POSTGRES, LOCAL_SIGN_IN, LOCAL_CLAUDE]
 
 
@@ -59,6 +62,7 @@ def test_values_are_parsed() -> None:
         ("AIGEN_UPSTREAM_TIMEOUT", "soon"),
         ("FREE_CREDITS", "-3"),
         ("MAX_PROMPT_CHARS", "1.5"),
+        ("LOG_LEVEL", "chatty"),
         ("PUBLIC_URL", "127.0.0.1:8000"),
         ("DATABASE_URL", "mysql://db/x"),
         ("OIDC_DISCOVERY_URL", "accounts.google.com"),

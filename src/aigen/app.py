@@ -16,7 +16,7 @@ from quart_auth import QuartAuth
 from aigen.clients.claude import ClaudeClient
 from aigen.clients.mail import BackgroundMailer, Mailer, OutboxMailer, SMTPMailer, parse_smtp_url
 from aigen.clients.oidc import OIDCClient
-from aigen.clients.ratelimit import parse_rate_limit
+from aigen.clients.ratelimit import build_limiter
 from aigen.config import (
     IN_PROCESS_RATE_LIMITER,
     LOCAL_OUTBOX,
@@ -24,24 +24,24 @@ from aigen.config import (
     Settings,
     load_settings,
 )
-from aigen.core.generation import GenerationService, sweep_stale
+from aigen.core.generation import GenerationService, sweep_forever
+from aigen.core.verification import VerificationService
 from aigen.logs import configure_logging
 from aigen.paths import STATIC_DIR, TEMPLATES_DIR
-from aigen.store.migrations import migrate
+from aigen.store.migrations import load_migrations, pending_migrations
 from aigen.store.pool import create_pool
 from aigen.web import (
     api,
     auth,
     csrf,
+    generate,
     health,
     pages,
+    rate_limits,
     security_headers,
+    templating,
     verification,
 )
-from aigen.web import (
-    generate as generate_page,
-)
-from aigen.web import rate_limits as limits
 from aigen.web.errors import register_error_handlers
 from aigen.web.runtime import EXTENSION_KEY, Runtime
 
@@ -55,8 +55,8 @@ LOCAL_API_KEY = "local-development-key"
 
 def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     """Build the app from the environment, with `overrides` taking precedence (tests)."""
-    configure_logging()
     settings = load_settings({**os.environ, **(overrides or {})})
+    configure_logging(settings.log_level)
     if not settings.database_url:
         raise ConfigError(
             "DATABASE_URL is not set: run the app with `aigen serve`, which starts the embedded"
@@ -71,12 +71,13 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     _configure(app, settings)
     app.extensions[EXTENSION_KEY] = Runtime(settings=settings)
     QuartAuth(app)
-    for module in (health, auth, api, pages, generate_page, verification):
+    for module in (health, auth, api, pages, generate, verification):
         app.register_blueprint(module.blueprint)
     csrf.init_app(app, settings.public_url)
     security_headers.init_app(app, production=settings.is_production)
+    templating.init_app(app)
     register_error_handlers(app)
-    limits.install(app, settings)
+    rate_limits.init_app(app, settings.forwarded_hops)
     app.before_serving(_start)
     app.after_serving(_stop)
     dev_defaults = (*settings.dev_defaults, *settings.in_process_defaults())
@@ -136,13 +137,13 @@ def _mailer(settings: Settings) -> Mailer:
 
 
 async def _start() -> None:
-    """Open the pool, migrate, build clients and start the sweeper."""
+    """Open the pool, check the schema, build clients and services, start the sweeper."""
     from quart import current_app
 
     runtime: Runtime = current_app.extensions[EXTENSION_KEY]
     settings = runtime.settings
-    await migrate(settings.required_database_url)
     runtime.pool = await create_pool(settings.required_database_url, settings.db_pool_max)
+    await _require_migrated(runtime.pool)
     runtime.claude = ClaudeClient(
         api_key=settings.anthropic_api_key or LOCAL_API_KEY,
         base_url=settings.anthropic_base_url,
@@ -150,13 +151,17 @@ async def _start() -> None:
         max_tokens=settings.max_tokens,
         timeout=settings.upstream_timeout,
     )
-    runtime.limiter, runtime.redis = limits.build_limiter(settings)
+    runtime.limiter, runtime.redis = build_limiter(settings.redis_url, settings.rate_limit_prefix)
     runtime.mailer = BackgroundMailer(_mailer(settings))
     runtime.generations = GenerationService(
+        runtime.pool, runtime.claude, limiter=runtime.limiter, rate_limit=settings.rate_limit
+    )
+    runtime.verification = VerificationService(
         runtime.pool,
-        runtime.claude,
-        limiter=runtime.limiter,
-        rate_limit=parse_rate_limit(settings.rate_limit),
+        runtime.mailer,
+        runtime.limiter,
+        secret_key=settings.secret_key,
+        public_url=settings.public_url,
     )
     runtime.oidc = OIDCClient(
         discovery_url=settings.oidc_discovery_url,
@@ -164,19 +169,17 @@ async def _start() -> None:
         client_secret=settings.google_client_secret or "",
         redirect_uri=settings.redirect_uri,
     )
-    sweeper = asyncio.create_task(_sweep_forever(runtime))
-    runtime.background.add(sweeper)
+    sweeper = sweep_forever(runtime.pool, settings.stale_after, settings.sweep_interval)
+    runtime.background.add(asyncio.create_task(sweeper))
 
 
-async def _sweep_forever(runtime: Runtime) -> None:
-    """Fail and refund abandoned reservations at start-up and then periodically."""
-    settings = runtime.settings
-    while True:
-        try:
-            await sweep_stale(runtime.pool, settings.stale_after)
-        except Exception:  # noqa: BLE001 - a failed sweep is retried at the next interval
-            log.exception("sweeping stale generations failed")
-        await asyncio.sleep(settings.sweep_interval)
+async def _require_migrated(pool: asyncpg.Pool) -> None:
+    """Workers only check the schema: `aigen serve` and `aigen migrate` apply migrations once."""
+    async with pool.acquire() as conn:
+        pending = await pending_migrations(conn, load_migrations())
+    if pending:
+        await pool.close()
+        raise ConfigError(f"migrations {pending} are not applied: run `aigen migrate` first")
 
 
 async def _stop() -> None:

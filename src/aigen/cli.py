@@ -13,14 +13,13 @@ from contextlib import ExitStack
 import asyncpg
 
 from aigen.config import ConfigError, Settings, load_settings
-from aigen.dev.launcher import start_dev_peers
+from aigen.core.plans import PLANS
 from aigen.logs import configure_logging
 from aigen.store import repository
 from aigen.store.migrations import migrate
 
 log = logging.getLogger("aigen")
 
-PLANS = ("FREE", "PRO")
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'  # %(r)s is the path without its query
 
 
@@ -56,15 +55,16 @@ def _non_negative_int(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    configure_logging()
     try:
         settings = load_settings()
     except ConfigError as error:
         print(f"aigen: configuration error:\n{error}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_level)
     with ExitStack() as stack:
-        os.environ.update(start_dev_peers(settings, stack, database_only=args.command != "serve"))
-        settings = load_settings()
+        if not settings.is_production:
+            os.environ.update(_start_stand_ins(settings, stack, serving=args.command == "serve"))
+            settings = load_settings()
         if args.command == "serve":
             return serve(settings, args.host, args.port, args.workers)
         if args.command == "migrate":
@@ -72,6 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
             return 0
         return asyncio.run(manage_users(settings, args))
+
+
+def _start_stand_ins(settings: Settings, stack: ExitStack, *, serving: bool) -> dict[str, str]:
+    """Development only: start what is not configured (imported lazily, never in production)."""
+    from aigen.dev.launcher import start_dev_peers
+
+    return start_dev_peers(settings, stack, database_only=not serving)
 
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> int:

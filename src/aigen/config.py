@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import TypeVar, overload
 from urllib.parse import urlsplit
 
+from aigen.clients.mail import parse_smtp_url
+from aigen.clients.ratelimit import RateLimit, parse_rate_limit
+
 GOOGLE_DISCOVERY_URL = "https://accounts.google.com/.well-known/openid-configuration"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENVIRONMENTS = ("development", "production")
 DEFAULT_SECRET_KEY = "aigen-development-only-secret-key"
 
@@ -19,7 +23,6 @@ LOCAL_SIGN_IN = "local sign-in provider"
 LOCAL_CLAUDE = "local Claude-compatible server"
 IN_PROCESS_RATE_LIMITER = "in-process rate limiter"
 LOCAL_OUTBOX = "local mail outbox"
-DEV_SECRET_KEY = "development secret key"
 
 T = TypeVar("T")
 
@@ -48,14 +51,15 @@ class Settings:
     free_credits: int = 10
     max_prompt_chars: int = 20000
     redis_url: str | None = field(default=None, repr=False)
-    rate_limit: str = "10/minute"
-    login_rate_limit: str = "20/minute"
+    rate_limit: RateLimit = RateLimit(10, 60.0)
+    login_rate_limit: RateLimit = RateLimit(20, 60.0)
     rate_limit_prefix: str = "aigen:ratelimit:"
     forwarded_hops: int = 0
     smtp_url: str | None = field(default=None, repr=False)
     mail_from: str = "aigen <no-reply@localhost>"
     data_dir: Path = Path(".aigen")
     sweep_interval: float = 60.0
+    log_level: str = "INFO"
     dev_defaults: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -171,34 +175,38 @@ class _Reader:
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Parse and validate settings; raise ConfigError naming every bad value."""
     read = _Reader(os.environ if environ is None else environ)
-    env = read.text("AIGEN_ENV", "development")
+    env = read.text("AIGEN_ENV", Settings.env)
     if env not in ENVIRONMENTS:
         read.errors.append(f"AIGEN_ENV={env!r} is not valid: expected development or production")
+    default = Settings()
     settings = Settings(
-        env=env if env in ENVIRONMENTS else "development",
-        secret_key=read.text("SECRET_KEY", DEFAULT_SECRET_KEY),
-        public_url=read.url("PUBLIC_URL", "http://127.0.0.1:8000", ("http", "https")).rstrip("/"),
+        env=env if env in ENVIRONMENTS else default.env,
+        secret_key=read.text("SECRET_KEY", default.secret_key),
+        public_url=read.url("PUBLIC_URL", default.public_url, ("http", "https")).rstrip("/"),
         database_url=read.url("DATABASE_URL", None, ("postgresql", "postgres")),
-        db_pool_max=read.positive_int("DB_POOL_MAX", 10, minimum=2),
+        db_pool_max=read.positive_int("DB_POOL_MAX", default.db_pool_max, minimum=2),
         google_client_id=read.text("GOOGLE_CLIENT_ID"),
         google_client_secret=read.text("GOOGLE_CLIENT_SECRET"),
-        oidc_discovery_url=read.url("OIDC_DISCOVERY_URL", GOOGLE_DISCOVERY_URL, ("http", "https")),
+        oidc_discovery_url=read.url(
+            "OIDC_DISCOVERY_URL", default.oidc_discovery_url, ("http", "https")
+        ),
         anthropic_api_key=read.text("ANTHROPIC_API_KEY"),
         anthropic_base_url=read.url("ANTHROPIC_BASE_URL", None, ("http", "https")),
-        model=read.text("AIGEN_MODEL", "claude-opus-4-5"),
-        max_tokens=read.positive_int("AIGEN_MAX_TOKENS", 1024),
-        upstream_timeout=read.positive_float("AIGEN_UPSTREAM_TIMEOUT", 120.0),
-        free_credits=read.positive_int("FREE_CREDITS", 10, minimum=0),
-        max_prompt_chars=read.positive_int("MAX_PROMPT_CHARS", 20000),
+        model=read.text("AIGEN_MODEL", default.model),
+        max_tokens=read.positive_int("AIGEN_MAX_TOKENS", default.max_tokens),
+        upstream_timeout=read.positive_float("AIGEN_UPSTREAM_TIMEOUT", default.upstream_timeout),
+        free_credits=read.positive_int("FREE_CREDITS", default.free_credits, minimum=0),
+        max_prompt_chars=read.positive_int("MAX_PROMPT_CHARS", default.max_prompt_chars),
         redis_url=read.url("REDIS_URL", None, ("redis", "rediss", "unix")),
-        rate_limit=_rate_limit(read, "RATE_LIMIT", "10/minute"),
-        login_rate_limit=_rate_limit(read, "LOGIN_RATE_LIMIT", "20/minute"),
-        rate_limit_prefix=read.text("RATE_LIMIT_PREFIX", "aigen:ratelimit:"),
-        forwarded_hops=read.positive_int("FORWARDED_HOPS", 0, minimum=0),
+        rate_limit=_rate_limit(read, "RATE_LIMIT", default.rate_limit),
+        login_rate_limit=_rate_limit(read, "LOGIN_RATE_LIMIT", default.login_rate_limit),
+        rate_limit_prefix=read.text("RATE_LIMIT_PREFIX", default.rate_limit_prefix),
+        forwarded_hops=read.positive_int("FORWARDED_HOPS", default.forwarded_hops, minimum=0),
         smtp_url=_smtp_url(read),
-        mail_from=read.text("MAIL_FROM", "aigen <no-reply@localhost>"),
-        data_dir=Path(read.text("AIGEN_DATA_DIR", ".aigen")),
-        sweep_interval=read.positive_float("AIGEN_SWEEP_INTERVAL", 60.0),
+        mail_from=read.text("MAIL_FROM", default.mail_from),
+        data_dir=Path(read.text("AIGEN_DATA_DIR", str(default.data_dir))),
+        sweep_interval=read.positive_float("AIGEN_SWEEP_INTERVAL", default.sweep_interval),
+        log_level=_log_level(read, default.log_level),
         dev_defaults=_dev_defaults(read),
     )
     _check_consistency(settings, read.errors)
@@ -207,19 +215,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
-def _rate_limit(read: _Reader, name: str, default: str) -> str:
-    from aigen.clients.ratelimit import parse_rate_limit
-
-    def parse(raw: str) -> str:
-        parse_rate_limit(raw)
-        return raw
-
-    return read.parsed(name, default, parse, "COUNT/PERIOD such as 10/minute")
+def _rate_limit(read: _Reader, name: str, default: RateLimit) -> RateLimit:
+    return read.parsed(name, default, parse_rate_limit, "COUNT/PERIOD such as 10/minute")
 
 
 def _smtp_url(read: _Reader) -> str | None:
-    from aigen.clients.mail import parse_smtp_url
-
     def parse(raw: str) -> str:
         parse_smtp_url(raw)
         return raw
@@ -227,6 +227,15 @@ def _smtp_url(read: _Reader) -> str | None:
     return read.parsed(
         "SMTP_URL", None, parse, "smtp://[user:pass@]host[:port] or smtps://...", show=False
     )
+
+
+def _log_level(read: _Reader, default: str) -> str:
+    def parse(raw: str) -> str:
+        if raw.upper() not in LOG_LEVELS:
+            raise ValueError(raw)
+        return raw.upper()
+
+    return read.parsed("LOG_LEVEL", default, parse, " or ".join(LOG_LEVELS))
 
 
 def _dev_defaults(read: _Reader) -> tuple[str, ...]:
@@ -276,8 +285,6 @@ def _check_consistency(settings: Settings, errors: list[str]) -> None:
 
 def _smtp_is_encrypted(url: str) -> bool:
     """Implicit TLS, required STARTTLS, or a relay on loopback."""
-    from aigen.clients.mail import parse_smtp_url
-
     smtp = parse_smtp_url(url)
     return (
         smtp.use_tls or smtp.start_tls is True or smtp.hostname in ("127.0.0.1", "::1", "localhost")

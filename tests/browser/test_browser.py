@@ -8,9 +8,9 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from aigen.core.history import HISTORY_PAGE_SIZE
 from aigen.dev.anthropic import FakeAnthropicServer
 from aigen.dev.oidc_provider import LocalOIDCProvider
-from aigen.web.pages import HISTORY_PAGE_SIZE
 from tests.browser.conftest import PHONE, SCREENSHOTS, ServedApp, open_page, run_sql
 
 pytestmark = pytest.mark.browser

@@ -131,7 +131,7 @@ async def test_upstream_failure_marks_failed_and_refunds(
     user: User,
     fake_claude: FakeAnthropicServer,
     behaviors,
-    timeout: int,  # noqa: ASYNC109 - the app's upstream timeout, not this function's
+    timeout: int,
     status: int,
     retryable: bool,
 ) -> None:
@@ -234,7 +234,7 @@ async def test_no_connection_is_held_while_claude_works(
                 asyncio.create_task(client.post(GENERATE, json={"prompt": f"slow {i}"}))
                 for i in range(8)
             ]
-            while (await counts(db, many.id))[1].get("pending", 0) < 8:  # noqa: ASYNC110
+            while (await counts(db, many.id))[1].get("pending", 0) < 8:
                 await asyncio.sleep(0.05)
             # A committed reservation releases its connection a moment after the commit.
             for _ in range(50):

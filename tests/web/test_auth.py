@@ -12,7 +12,7 @@ from quart import Quart
 
 from aigen.app import create_app
 from aigen.dev.oidc_provider import LocalOIDCProvider
-from aigen.web.auth import DEFAULT_NEXT, safe_next
+from aigen.web.current_user import DEFAULT_NEXT, safe_next
 from tests.fake_provider import FakeProvider, ServedApp
 from tests.helpers import page_csrf_token
 

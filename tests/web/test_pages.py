@@ -12,10 +12,11 @@ import pytest
 from quart import Quart
 
 from aigen.app import create_app
+from aigen.clients.ratelimit import Decision
+from aigen.core.errors import DomainError, RateLimited, VerificationRequired
+from aigen.core.history import HISTORY_PAGE_SIZE
 from aigen.dev.anthropic import FakeAnthropicServer
 from aigen.store.repository import User
-from aigen.web.errors import APIError
-from aigen.web.pages import HISTORY_PAGE_SIZE
 from aigen.web.runtime import EXTENSION_KEY
 from tests.helpers import make_user, page_csrf_token, signed_in
 
@@ -262,11 +263,11 @@ async def test_non_retryable_upstream_error_says_retrying_wont_help(
     ("error", "expected"),
     [
         (
-            APIError(429, "Too many generations: slow down.", retry_after=12),
+            RateLimited("Too many generations: slow down.", Decision(False, 10, 0, 12, 12)),
             ["You're sending prompts too quickly", "Retrying may help:", "try again in 12 seconds"],
         ),
         (
-            APIError(403, "Verify your e-mail address to generate.", verify_email=True),
+            VerificationRequired("Verify your e-mail address to generate."),
             [
                 "Please verify your e-mail address first.",
                 'hx-post="/verify-email/resend"',
@@ -276,7 +277,7 @@ async def test_non_retryable_upstream_error_says_retrying_wont_help(
     ],
 )
 async def test_errors_of_the_guardrails_get_their_own_partial(
-    app: Quart, user_client, monkeypatch, error: APIError, expected: list[str]
+    app: Quart, user_client, monkeypatch, error: DomainError, expected: list[str]
 ) -> None:
     async def refuse(user_id: int, prompt: str):
         raise error

@@ -26,8 +26,7 @@ from quart import Quart
 from aigen.app import create_app
 from aigen.clients.ratelimit import FailOpenRateLimiter, MemoryRateLimiter
 from aigen.config import IN_PROCESS_RATE_LIMITER
-from aigen.web.errors import APIError
-from aigen.web.rate_limits import RateLimited
+from aigen.core.errors import RateLimited
 from aigen.web.runtime import EXTENSION_KEY, Runtime
 from tests.helpers import GENERATE, ROOT, counts, make_user, signed_in
 
@@ -182,8 +181,8 @@ async def test_the_service_limits_every_caller(app_settings, db, user) -> None:
             await service.generate(user.id, "first")
             with pytest.raises(RateLimited) as refused:
                 await service.generate(user.id, "second")
-    assert isinstance(refused.value, APIError) and refused.value.status == 429
-    assert refused.value.headers["Retry-After"] == "60"
+    assert refused.value.retry_after == 60
+    assert refused.value.decision.headers()["Retry-After"] == "60"
     assert await counts(db, user.id) == (1, {"succeeded": 1})
 
 

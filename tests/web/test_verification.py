@@ -22,10 +22,11 @@ from quart.typing import TestClientProtocol as Client
 
 from aigen.app import create_app
 from aigen.config import LOCAL_OUTBOX
+from aigen.core import verification
 from aigen.core.email_tokens import MAX_AGE_SECONDS, VerificationClaim, make_token, read_token
 from aigen.core.generation import VERIFY_EMAIL_MESSAGE
+from aigen.core.verification import SUBJECT
 from aigen.dev.oidc_provider import LocalOIDCProvider
-from aigen.web import verification
 from aigen.web.runtime import EXTENSION_KEY
 from tests.helpers import GENERATE, TEST_SECRET_KEY, counts, make_user, page_csrf_token, signed_in
 
@@ -39,17 +40,17 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd's name
+    async def handle_DATA(self, server, session, envelope) -> str:
         self.messages.append(
             email.message_from_bytes(envelope.content, policy=email.policy.default)
         )
         return "250 Message accepted for delivery"
 
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[EmailMessage]:  # noqa: ASYNC109
+    async def wait_for(self, count: int, timeout: float = 5.0) -> list[EmailMessage]:
         """Until `count` messages arrived (mail is sent in the background)."""
         deadline = time.monotonic() + timeout
         # Polled: the server runs on a loop in another thread, so no asyncio.Event is shared.
-        while len(self.messages) < count and time.monotonic() < deadline:  # noqa: ASYNC110
+        while len(self.messages) < count and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         assert len(self.messages) >= count, f"{len(self.messages)} of {count} mails arrived"
         return self.messages
@@ -130,7 +131,7 @@ async def test_unverified_sign_in_mails_a_link_that_unlocks_free_credits(
 
     (message,) = await inbox[0].wait_for(1)
     assert message["To"] == "una@example.com"
-    assert message["Subject"] == verification.SUBJECT
+    assert message["Subject"] == SUBJECT
     link = link_in(message)
     followed = await client.get(link)
     assert followed.status_code == 200
@@ -149,7 +150,7 @@ async def test_link_works_in_another_browser(mail_app: Quart, inbox, db) -> None
     """The token is the proof: following it needs no session."""
     una = await make_user(db, "una@example.com", verified=False)
     async with mail_app.app_context():
-        assert await verification.send_link(una.id)
+        assert await mail_app.extensions[EXTENSION_KEY].verification.send_link(una.id)
     (message,) = await inbox[0].wait_for(1)
     response = await mail_app.test_client().get(link_in(message))
     assert response.status_code == 200
@@ -196,7 +197,7 @@ async def test_expired_link_offers_a_new_one(
 ) -> None:
     una = await make_user(db, "una@example.com", verified=False)
     async with mail_app.app_context():
-        await verification.send_link(una.id)
+        await mail_app.extensions[EXTENSION_KEY].verification.send_link(una.id)
     (message,) = await inbox[0].wait_for(1)
 
     def a_day_later(secret_key: str, token: str) -> VerificationClaim:
@@ -217,7 +218,7 @@ async def test_superseded_link_is_refused_and_the_newest_works(mail_app: Quart, 
     una = await make_user(db, "una@example.com", verified=False)
     async with signed_in(mail_app, una.id) as client:
         async with mail_app.app_context():
-            await verification.send_link(una.id)
+            await mail_app.extensions[EXTENSION_KEY].verification.send_link(una.id)
         await client.post("/verify-email/resend", headers=await csrf_htmx(client))
         first, second = await inbox[0].wait_for(2)
         old = await client.get(link_in(first))
@@ -254,7 +255,7 @@ async def test_forged_link_gets_a_clear_page(mail_app: Quart, db, token: str) ->
 async def test_genuine_token_of_a_deleted_user_is_not_valid(mail_app: Quart, inbox, db) -> None:
     una = await make_user(db, "una@example.com", verified=False)
     async with mail_app.app_context():
-        await verification.send_link(una.id)
+        await mail_app.extensions[EXTENSION_KEY].verification.send_link(una.id)
     (message,) = await inbox[0].wait_for(1)
     await db.execute("DELETE FROM users WHERE id = $1", una.id)
     assert (await mail_app.test_client().get(link_in(message))).status_code == 400
@@ -263,7 +264,7 @@ async def test_genuine_token_of_a_deleted_user_is_not_valid(mail_app: Quart, inb
 async def test_link_for_a_previous_address_is_refused(mail_app: Quart, inbox, db) -> None:
     una = await make_user(db, "una@example.com", verified=False)
     async with mail_app.app_context():
-        await verification.send_link(una.id)
+        await mail_app.extensions[EXTENSION_KEY].verification.send_link(una.id)
     (message,) = await inbox[0].wait_for(1)
     await db.execute("UPDATE users SET email = 'new@example.com' WHERE id = $1", una.id)
     response = await mail_app.test_client().get(link_in(message))
@@ -276,7 +277,7 @@ async def test_provider_verified_meanwhile_says_already_verified(
 ) -> None:
     una = await make_user(db, "una@example.com", verified=False)
     async with mail_app.app_context():
-        await verification.send_link(una.id)
+        await mail_app.extensions[EXTENSION_KEY].verification.send_link(una.id)
     (message,) = await inbox[0].wait_for(1)
     await make_user(db, "una@example.com", verified=True)  # the provider now vouches for it
     response = await mail_app.test_client().get(link_in(message))
@@ -391,7 +392,7 @@ async def test_someone_elses_link_does_not_show_their_account_in_the_nav(
     ada = await make_user(db, "ada@example.com", verified=False)
     bob = await make_user(db, "bob@example.com")
     async with mail_app.app_context():
-        assert await verification.send_link(ada.id)
+        assert await mail_app.extensions[EXTENSION_KEY].verification.send_link(ada.id)
     (message,) = await inbox[0].wait_for(1)
     async with signed_in(mail_app, bob.id) as client:
         response = await client.get(link_in(message))

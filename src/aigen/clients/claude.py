@@ -28,12 +28,18 @@ class Completion:
     stop_reason: str | None
 
 
-class UpstreamError(Exception):
-    """Claude could not answer; status is what our API answers (502, 503 or 504)."""
+TIMEOUT = "timeout"
+UNAVAILABLE = "unavailable"
+BAD_ANSWER = "bad_answer"
+REJECTED = "rejected"
 
-    def __init__(self, status: int, message: str, *, retryable: bool) -> None:
+
+class UpstreamError(Exception):
+    """Claude could not answer; `kind` says how (TIMEOUT, UNAVAILABLE, BAD_ANSWER, REJECTED)."""
+
+    def __init__(self, kind: str, message: str, *, retryable: bool) -> None:
         super().__init__(message)
-        self.status = status
+        self.kind = kind
         self.message = message
         self.retryable = retryable
 
@@ -76,7 +82,7 @@ class ClaudeClient:
                     max_tokens=self.max_tokens,
                     messages=[{"role": "user", "content": prompt}],
                 )
-        except Exception as error:  # noqa: BLE001 - every upstream failure is mapped below
+        except Exception as error:
             raise upstream_error(error) from error
         return completion_from(message)
 
@@ -89,12 +95,12 @@ def completion_from(message: object) -> Completion:
     """Validate the SDK's answer; anything but a text message is a bad upstream answer."""
     if not isinstance(message, Message):
         log.warning("upstream answered something that is not a message: %s", type(message))
-        raise UpstreamError(502, "Claude returned a malformed answer.", retryable=True)
+        raise UpstreamError(BAD_ANSWER, "Claude returned a malformed answer.", retryable=True)
     text = "".join(block.text for block in message.content if block.type == "text")
     # PostgreSQL text cannot hold NUL; a stray one must not cost the user the answer.
     text = text.replace("\x00", "\ufffd")
     if not text:
-        raise UpstreamError(502, "Claude returned an empty answer.", retryable=True)
+        raise UpstreamError(BAD_ANSWER, "Claude returned an empty answer.", retryable=True)
     return Completion(
         text=text,
         model=message.model,
@@ -105,26 +111,28 @@ def completion_from(message: object) -> Completion:
 
 
 def upstream_error(error: BaseException) -> UpstreamError:
-    """Map an SDK or transport exception to the status our API answers."""
+    """Map an SDK or transport exception to how the call failed."""
     log.warning("upstream call failed: %s: %s", type(error).__name__, error)
     if isinstance(error, UpstreamError):
         return error
     if isinstance(error, anthropic.APITimeoutError | TimeoutError | httpx2.TimeoutException):
-        return UpstreamError(504, "Claude did not answer in time.", retryable=True)
+        return UpstreamError(TIMEOUT, "Claude did not answer in time.", retryable=True)
     if isinstance(error, anthropic.APIConnectionError | httpx2.TransportError):
-        return UpstreamError(503, "Claude is unreachable right now.", retryable=True)
+        return UpstreamError(UNAVAILABLE, "Claude is unreachable right now.", retryable=True)
     if isinstance(error, anthropic.APIStatusError):
         return _status_error(error.status_code)
     if isinstance(error, ValueError):
         # The SDK does not wrap a 200 whose JSON body is cut short (json.JSONDecodeError).
-        return UpstreamError(502, "Claude returned a malformed answer.", retryable=True)
-    return UpstreamError(502, "Claude returned an unexpected answer.", retryable=False)
+        return UpstreamError(BAD_ANSWER, "Claude returned a malformed answer.", retryable=True)
+    return UpstreamError(BAD_ANSWER, "Claude returned an unexpected answer.", retryable=False)
 
 
 def _status_error(status: int) -> UpstreamError:
     if status in (408, 504):
-        return UpstreamError(504, "Claude did not answer in time.", retryable=True)
+        return UpstreamError(TIMEOUT, "Claude did not answer in time.", retryable=True)
     if status == 429 or status == 529 or status >= 500:
-        return UpstreamError(503, "Claude is overloaded or unavailable right now.", retryable=True)
+        return UpstreamError(
+            UNAVAILABLE, "Claude is overloaded or unavailable right now.", retryable=True
+        )
     # 4xx from upstream means our request or credentials are wrong: retrying will not help.
-    return UpstreamError(502, f"Claude rejected the request (HTTP {status}).", retryable=False)
+    return UpstreamError(REJECTED, f"Claude rejected the request (HTTP {status}).", retryable=False)

@@ -217,7 +217,7 @@ class BackgroundMailer:
         else:
             self.sent += 1
 
-    async def drain(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - give up, then cancel
+    async def drain(self, timeout: float = 10.0) -> None:
         """Wait up to `timeout` seconds for pending sends, then cancel the rest."""
         if not self._tasks:
             return

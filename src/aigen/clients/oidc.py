@@ -7,16 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# authlib's httpx client runs on httpx2, which the anthropic SDK brings along.
+import httpx2 as http_transport
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
-
-try:  # authlib's httpx client runs on httpx2 when it is installed, on httpx otherwise
-    import httpx2 as http_transport
-except ImportError:  # pragma: no cover
-    import httpx as http_transport  # type: ignore[no-redef]  # same API, the other package
 
 logger = logging.getLogger(__name__)
 

@@ -19,11 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "aigen:ratelimit:"
+REDIS_TIMEOUT = 0.5
+REDIS_MAX_CONNECTIONS = 50
 MAX_PERIOD = 366 * 86400.0  # keeps TAT arithmetic in microseconds exact in Lua's doubles
 MICROS = 1_000_000
 UNIT_SECONDS = {
@@ -278,3 +282,27 @@ class FailOpenRateLimiter:
         if isinstance(error, TimeoutError) and not str(error):
             return f"no answer from Redis within {self.timeout:g} s"
         return f"{type(error).__name__}: {error}"
+
+
+def build_redis(url: str) -> redis.asyncio.Redis:
+    """A client that gives up quickly: a blocking pool (a full pool waits, it does not raise)."""
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_TIMEOUT,
+        socket_timeout=REDIS_TIMEOUT,
+        socket_connect_timeout=REDIS_TIMEOUT,
+        retry=Retry(NoBackoff(), 1),
+    )
+    return redis.asyncio.Redis.from_pool(pool)
+
+
+def build_limiter(
+    redis_url: str | None, prefix: str
+) -> tuple[MemoryRateLimiter | FailOpenRateLimiter, redis.asyncio.Redis | None]:
+    """Redis-backed and fail-open when a Redis URL is given, else in-process (development)."""
+    if not redis_url:
+        return MemoryRateLimiter(), None
+    client = build_redis(redis_url)
+    limiter = RedisRateLimiter(client, prefix=prefix)
+    return FailOpenRateLimiter(limiter, timeout=REDIS_TIMEOUT), client

@@ -13,26 +13,37 @@ from typing import Any
 import asyncpg
 
 from aigen.clients.claude import ClaudeClient, Completion, UpstreamError, upstream_error
-from aigen.clients.ratelimit import RateLimit
+from aigen.clients.ratelimit import Decision, RateLimit
+from aigen.core import limits
+from aigen.core.errors import (
+    CreditLimitReached,
+    DomainError,
+    InvalidInput,
+    NotSignedIn,
+    UpstreamFailed,
+    VerificationRequired,
+)
+from aigen.core.plans import Access, credits_json, generation_access
 from aigen.store import repository
 from aigen.store.repository import Generation, User
-from aigen.web.errors import APIError
-from aigen.web.rate_limits import Limiter, enforce
 
 log = logging.getLogger(__name__)
 
 CREDIT_LIMIT_MESSAGE = "Credit limit reached. Upgrade to Pro for unlimited generations."
 VERIFY_EMAIL_MESSAGE = "Verify your e-mail address to receive free credits."
+UNAUTHORIZED_MESSAGE = "Unauthorized"
+TOO_LATE_MESSAGE = "Claude did not answer in time."
 STALE_ERROR = "Abandoned: the server stopped before Claude answered."
 STORE_ERROR = "The answer could not be stored."
 
 
 @dataclass(frozen=True)
 class GenerationOutcome:
-    """A finalized, successful generation and the user's credits after it."""
+    """A finalized, successful generation, the user's credits after it and the rate decision."""
 
     generation: Generation
     user: User
+    rate_limit: Decision | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The body of POST /api/generate's 200 answer."""
@@ -47,31 +58,35 @@ class GenerationOutcome:
         }
 
 
-def credits_json(user: User) -> dict[str, Any]:
-    """The user's plan and credits as the API shows them."""
-    return {"plan": user.plan, "used": user.credits_used, "limit": user.credits_limit}
-
-
 def validate_prompt(body: object, max_chars: int) -> str:
-    """The prompt from a request body, or a 400 naming what is wrong."""
+    """The prompt from a request body, or InvalidInput naming what is wrong."""
     if not isinstance(body, dict):
-        raise APIError(400, "Request body must be a JSON object.")
+        raise InvalidInput("Request body must be a JSON object.")
     if "prompt" not in body:
-        raise APIError(400, "Field 'prompt' is required.")
+        raise InvalidInput("Field 'prompt' is required.")
     prompt = body["prompt"]
     if not isinstance(prompt, str):
-        raise APIError(400, "Field 'prompt' must be a string.")
+        raise InvalidInput("Field 'prompt' must be a string.")
     if not prompt.strip():
-        raise APIError(400, "Field 'prompt' must not be blank.")
+        raise InvalidInput("Field 'prompt' must not be blank.")
     if len(prompt) > max_chars:
-        raise APIError(400, f"Field 'prompt' must be at most {max_chars} characters.")
+        raise InvalidInput(f"Field 'prompt' must be at most {max_chars} characters.")
     if "\x00" in prompt:
-        raise APIError(400, "Field 'prompt' must not contain NUL characters.")
+        raise InvalidInput("Field 'prompt' must not contain NUL characters.")
     try:
         prompt.encode("utf-8")
     except UnicodeEncodeError as error:  # a lone surrogate such as "\ud800" in the JSON
-        raise APIError(400, "Field 'prompt' must be valid Unicode text.") from error
+        raise InvalidInput("Field 'prompt' must be valid Unicode text.") from error
     return prompt
+
+
+def check_access(user: User) -> None:
+    """Raise the domain error that keeps this user from generating now, if any."""
+    access = generation_access(user)
+    if access is Access.VERIFY_EMAIL:
+        raise VerificationRequired(VERIFY_EMAIL_MESSAGE)
+    if access is Access.NO_CREDITS:
+        raise CreditLimitReached(CREDIT_LIMIT_MESSAGE)
 
 
 class GenerationService:
@@ -82,7 +97,7 @@ class GenerationService:
         pool: asyncpg.Pool,
         claude: ClaudeClient,
         *,
-        limiter: Limiter | None = None,
+        limiter: limits.Limiter | None = None,
         rate_limit: RateLimit | None = None,
     ) -> None:
         self.pool = pool
@@ -92,31 +107,33 @@ class GenerationService:
         self._in_flight: set[asyncio.Task[GenerationOutcome]] = set()
 
     async def generate(self, user_id: int, prompt: str) -> GenerationOutcome:
-        """Rate-limit, reserve, call and finalize; APIError for 429/403/402 or upstream failure."""
-        await self.admit(user_id)
-        generation = await self.reserve(user_id, prompt)
-        # Shielded so a client that disconnects mid-call does not lose the generation.
-        task = asyncio.create_task(self._call_and_finalize(generation))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-        return await asyncio.shield(task)
+        """Rate-limit, reserve, call and finalize; domain errors for each refusal or failure."""
+        decision = await self.admit(user_id)
+        try:
+            generation = await self.reserve(user_id, prompt)
+            # Shielded so a client that disconnects mid-call does not lose the generation.
+            task = asyncio.create_task(self._call_and_finalize(generation))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+            outcome = await asyncio.shield(task)
+        except DomainError as error:
+            error.rate_limit = decision
+            raise
+        return GenerationOutcome(outcome.generation, outcome.user, decision)
 
-    async def admit(self, user_id: int) -> None:
-        """The per-user rate limit, checked before anything is reserved (429: nothing stored)."""
-        if self.limiter is not None and self.rate_limit is not None:
-            await enforce(self.limiter, f"generate:user:{user_id}", self.rate_limit)
+    async def admit(self, user_id: int) -> Decision | None:
+        """The per-user rate limit, checked before anything is reserved (nothing stored)."""
+        if self.limiter is None or self.rate_limit is None:
+            return None
+        return await limits.check(self.limiter, limits.generate_key(user_id), self.rate_limit)
 
     async def reserve(self, user_id: int, prompt: str) -> Generation:
         """Lock the user row, check the plan, insert 'pending' and charge, in one transaction."""
         async with self.pool.acquire() as conn, conn.transaction():
             user = await repository.lock_user(conn, user_id)
             if user is None:
-                raise APIError(401, "Unauthorized")
-            # PRO users pay, so only free credits wait for a verified address.
-            if not user.is_pro and not user.email_verified:
-                raise APIError(403, VERIFY_EMAIL_MESSAGE, verify_email=True)
-            if not user.is_pro and user.credits_used >= user.credits_limit:
-                raise APIError(402, CREDIT_LIMIT_MESSAGE, upgrade=True)
+                raise NotSignedIn(UNAUTHORIZED_MESSAGE)
+            check_access(user)
             generation = await repository.insert_generation(
                 conn, user_id, prompt, self.claude.model
             )
@@ -128,14 +145,14 @@ class GenerationService:
             completion = await self.claude.complete(generation.prompt)
         except UpstreamError as error:
             await self.fail(generation, error.message)
-            raise APIError(error.status, error.message, retryable=error.retryable) from error
+            raise UpstreamFailed.from_client(error) from error
         except BaseException as error:
             # Cancelled at shutdown, or a bug: never leave the credit charged for nothing.
             await asyncio.shield(self.fail(generation, upstream_error(error).message))
             raise
         try:
             return await self.finalize(generation, completion)
-        except APIError:
+        except UpstreamFailed:
             raise
         except BaseException:
             # The answer could not be stored (database trouble): refund rather than charge.
@@ -158,7 +175,7 @@ class GenerationService:
             user = await repository.select_user(conn, generation.user_id)
         if done is None or user is None:
             # The sweeper already failed and refunded it: the answer came too late to charge.
-            raise APIError(504, "Claude did not answer in time.", retryable=True)
+            raise UpstreamFailed(TOO_LATE_MESSAGE, kind=UpstreamFailed.TIMEOUT, retryable=True)
         return GenerationOutcome(done, user)
 
     async def fail(self, generation: Generation, error: str) -> None:
@@ -192,3 +209,13 @@ async def sweep_stale(pool: asyncpg.Pool, older_than_seconds: float) -> int:
     if swept:
         log.warning("swept %d stale pending generation(s) and refunded their credits", swept)
     return swept
+
+
+async def sweep_forever(pool: asyncpg.Pool, older_than_seconds: float, interval: float) -> None:
+    """Sweep at start-up and then every `interval` seconds, until cancelled."""
+    while True:
+        try:
+            await sweep_stale(pool, older_than_seconds)
+        except Exception:  # a failed sweep is retried at the next interval
+            log.exception("sweeping stale generations failed")
+        await asyncio.sleep(interval)

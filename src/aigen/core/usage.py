@@ -5,6 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
+from aigen.core.plans import credits_remaining
+from aigen.store import repository
 from aigen.store.repository import Usage, User
 
 
@@ -29,7 +33,7 @@ def usage_json(user: User, usage: Usage, start: datetime, end: datetime) -> dict
         "credits": {
             "used": user.credits_used,
             "limit": user.credits_limit,
-            "remaining": user.credits_remaining,
+            "remaining": credits_remaining(user),
         },
         "generations": {
             "total": usage.total,
@@ -46,3 +50,11 @@ def usage_json(user: User, usage: Usage, start: datetime, end: datetime) -> dict
             for day in usage.daily
         ],
     }
+
+
+async def usage_report(pool: asyncpg.Pool, user: User, now: datetime) -> dict[str, Any]:
+    """The body of GET /api/usage for the month holding `now`."""
+    start, end = month_period(now)
+    async with pool.acquire() as conn:
+        counted = await repository.select_usage(conn, user.id, start, end)
+    return usage_json(user, counted, start, end)

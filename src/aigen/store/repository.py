@@ -32,16 +32,6 @@ class User:
     credits_limit: int
     created_at: datetime
 
-    @property
-    def is_pro(self) -> bool:
-        """PRO users are not limited by credits."""
-        return self.plan == "PRO"
-
-    @property
-    def credits_remaining(self) -> int | None:
-        """Credits left, or None for unlimited plans."""
-        return None if self.is_pro else max(self.credits_limit - self.credits_used, 0)
-
 
 @dataclass(frozen=True)
 class Generation:

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from quart import Blueprint, Response, jsonify, request
 
 from aigen.core.generation import validate_prompt
-from aigen.core.usage import month_period, usage_json
-from aigen.store import repository
-from aigen.web.current_user import signed_in_user_id
+from aigen.core.usage import usage_report
+from aigen.web.current_user import signed_in_user, signed_in_user_id
 from aigen.web.errors import APIError
+from aigen.web.rate_limits import remember
 from aigen.web.runtime import runtime
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -33,17 +33,12 @@ async def generate() -> Response:
     user_id = signed_in_user_id()
     prompt = validate_prompt(await json_body(), runtime().settings.max_prompt_chars)
     outcome = await runtime().generations.generate(user_id, prompt)
+    remember(outcome.rate_limit)
     return jsonify(outcome.to_json())
 
 
 @blueprint.get("/usage")
 async def usage() -> Response:
     """The user's plan, credits and this month's generations, tokens and days (UTC)."""
-    user_id = signed_in_user_id()
-    start, end = month_period(datetime.now(UTC))
-    async with runtime().pool.acquire() as conn:
-        user = await repository.select_user(conn, user_id)
-        if user is None:
-            raise APIError(401, "Unauthorized")
-        counted = await repository.select_usage(conn, user_id, start, end)
-    return jsonify(usage_json(user, counted, start, end))
+    user = await signed_in_user()
+    return jsonify(await usage_report(runtime().pool, user, datetime.now(UTC)))

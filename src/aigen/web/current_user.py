@@ -1,4 +1,6 @@
-"""The sign-in requirement of pages: signed-out browsers go to /login?next=<where they were>."""
+"""The signed-in user: their id from the cookie, their row loaded once per request, and the
+sign-in requirement of pages (signed-out browsers go to /login?next=<where they were>).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +9,65 @@ from functools import wraps
 from typing import ParamSpec, TypeVar
 from urllib.parse import quote, urlsplit
 
-from quart import Response, redirect, request
+from quart import Response, g, redirect, request
 from quart.typing import ResponseTypes
+from quart_auth import current_user
 
-from aigen.web.auth import current_user_id, safe_next
-from aigen.web.errors import APIError
+from aigen.core.accounts import load_user
+from aigen.core.errors import NotSignedIn
+from aigen.store.repository import User
+from aigen.web.runtime import runtime
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+DEFAULT_NEXT = "/generate"
+UNAUTHORIZED = "Unauthorized"
+
+
+def safe_next(value: str | None) -> str:
+    """A same-site path to go to after sign-in; anything else becomes the default."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return DEFAULT_NEXT
+    if any(ord(char) < 32 or char == "\\" for char in value):
+        return DEFAULT_NEXT
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return DEFAULT_NEXT
+    return value
+
+
+def current_user_id() -> int | None:
+    """The signed-in user's id from the sign-in cookie, or None."""
+    auth_id = current_user.auth_id
+    return int(auth_id) if auth_id and auth_id.isdigit() else None
+
+
+def signed_in_user_id() -> int:
+    """The signed-in user's id where sign-in is required; NotSignedIn if there is none."""
+    user_id = current_user_id()
+    if user_id is None:
+        raise NotSignedIn(UNAUTHORIZED)
+    return user_id
+
+
+async def signed_in_user() -> User:
+    """The signed-in user's row, read once per request and kept on `g`."""
+    user: User | None = g.get("aigen_user")
+    if user is None:
+        user = await load_user(runtime().pool, signed_in_user_id())
+        g.aigen_user = user
+    return user
+
+
+async def user_if_signed_in() -> User | None:
+    """The signed-in user's row, or None for a visitor."""
+    return await signed_in_user() if current_user_id() is not None else None
+
+
+def forget_loaded_user() -> None:
+    """Drop the row read earlier in this request (after a change to it, e.g. a generation)."""
+    g.pop("aigen_user", None)
 
 
 def is_htmx() -> bool:
@@ -32,14 +85,6 @@ def _return_path() -> str:
         return safe_next(request.path)
     query = request.query_string.decode("latin-1")
     return safe_next(request.path + (f"?{query}" if query else ""))
-
-
-def signed_in_user_id() -> int:
-    """The signed-in user's id where sign-in is required; 401 if there is none."""
-    user_id = current_user_id()
-    if user_id is None:
-        raise APIError(401, "Unauthorized")
-    return user_id
 
 
 def login_redirect() -> ResponseTypes:

@@ -1,4 +1,6 @@
-"""One exception carrying a status and a message, rendered as JSON, an HTMX partial or a page."""
+"""Errors as the user sees them: one exception with a status, and the one place that maps the
+core's domain errors to statuses; rendered as JSON for /api/*, a partial for htmx, else a page.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +9,20 @@ from typing import Any
 
 from quart import Quart, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
+
+from aigen.core.errors import (
+    Conflict,
+    CreditLimitReached,
+    DomainError,
+    InvalidInput,
+    NotFound,
+    NotSignedIn,
+    RateLimited,
+    SignInFailed,
+    SignInUnavailable,
+    UpstreamFailed,
+    VerificationRequired,
+)
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +35,54 @@ class APIError(Exception):
         self.status = status
         self.message = message
         self.extra = extra
+        self.headers: dict[str, str] = {}
 
     def to_json(self) -> dict[str, Any]:
         """The body of a JSON error answer."""
         return {"error": self.message, **self.extra}
+
+
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    InvalidInput: 400,
+    SignInFailed: 400,
+    NotSignedIn: 401,
+    CreditLimitReached: 402,
+    VerificationRequired: 403,
+    NotFound: 404,
+    Conflict: 409,
+    RateLimited: 429,
+    SignInUnavailable: 503,
+}
+UPSTREAM_STATUS = {
+    UpstreamFailed.BAD_ANSWER: 502,
+    UpstreamFailed.REJECTED: 502,
+    UpstreamFailed.UNAVAILABLE: 503,
+    UpstreamFailed.TIMEOUT: 504,
+}
+UNAUTHORIZED = "Unauthorized"
+
+
+def api_error_from(error: DomainError) -> APIError:
+    """The status, message, extra JSON fields and headers of a domain error."""
+    api_error = _status_of(error)
+    if error.rate_limit is not None:
+        api_error.headers = {**error.rate_limit.headers(), **api_error.headers}
+    return api_error
+
+
+def _status_of(error: DomainError) -> APIError:
+    match error:
+        case UpstreamFailed():
+            return APIError(UPSTREAM_STATUS[error.kind], error.message, retryable=error.retryable)
+        case RateLimited():
+            return APIError(429, error.message, retry_after=error.retry_after)
+        case CreditLimitReached():
+            return APIError(402, error.message, upgrade=True)
+        case VerificationRequired():
+            return APIError(403, error.message, verify_email=True)
+        case NotSignedIn() if wants_json():
+            return APIError(401, UNAUTHORIZED)  # the API's 401 body is fixed
+    return APIError(DOMAIN_STATUS[type(error)], error.message)
 
 
 def wants_json() -> bool:
@@ -43,7 +103,7 @@ async def render_error(error: APIError) -> Response:
     else:
         body = await render_template("errors/page.html", error=error)
         response = Response(body, status=error.status)
-    for name, value in getattr(error, "headers", {}).items():
+    for name, value in error.headers.items():
         response.headers[name] = value
     return response
 
@@ -54,6 +114,10 @@ def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(APIError)
     async def handle_api_error(error: APIError) -> Response:
         return await render_error(error)
+
+    @app.errorhandler(DomainError)
+    async def handle_domain_error(error: DomainError) -> Response:
+        return await render_error(api_error_from(error))
 
     @app.errorhandler(HTTPException)
     async def handle_http_exception(error: HTTPException) -> Response:

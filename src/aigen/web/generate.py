@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, render_template, request
 
+from aigen.core.errors import DomainError
 from aigen.core.generation import GenerationOutcome, validate_prompt
-from aigen.web.current_user import is_htmx, login_required, signed_in_user_id
-from aigen.web.errors import APIError
-from aigen.web.pages import current_user_row
+from aigen.web.current_user import is_htmx, login_required, signed_in_user, signed_in_user_id
+from aigen.web.errors import APIError, api_error_from
+from aigen.web.rate_limits import remember
 from aigen.web.runtime import runtime
 
 blueprint = Blueprint("generate", __name__)
@@ -31,7 +32,7 @@ ERROR_TITLES = {
 @login_required
 async def page() -> str:
     """The prompt box, the (empty) result region and the usage card."""
-    return await _render_page(user=await current_user_row())
+    return await _render_page(user=await signed_in_user())
 
 
 @blueprint.post("/generate")
@@ -44,17 +45,20 @@ async def generate() -> Response:
         valid_prompt = validate_prompt({"prompt": prompt}, runtime().settings.max_prompt_chars)
         attempted = True
         outcome = await runtime().generations.generate(signed_in_user_id(), valid_prompt)
-    except APIError as error:
-        template, context = await _error_partial(error)
-        status = error.status
+    except DomainError as error:
+        remember(error.rate_limit)
+        api_error = api_error_from(error)
+        template, context = await _error_partial(api_error)
+        status = api_error.status
     else:
+        remember(outcome.rate_limit)
         template, context = "generate/_result.html", _result_context(outcome)
         status = 200
     if is_htmx():
         response = Response(await render_template(template, swap_nav=True, **context))
     else:
         # Without JavaScript the form posts normally: the whole page, prompt kept in the box.
-        page_context = {"user": await current_user_row(), **context}
+        page_context = {"user": await signed_in_user(), **context}
         body = await _render_page(prompt=prompt, result_template=template, **page_context)
         response = Response(body, status=status)
     if attempted:
@@ -76,7 +80,7 @@ def _result_context(outcome: GenerationOutcome) -> dict[str, object]:
 async def _error_partial(error: APIError) -> tuple[str, dict[str, object]]:
     """Which partial explains this error, and what it needs."""
     if error.status == 402 or error.extra.get("upgrade"):
-        return "generate/_upgrade_banner.html", {"user": await current_user_row()}
+        return "generate/_upgrade_banner.html", {"user": await signed_in_user()}
     if error.extra.get("verify_email"):
         return "generate/_verify_email_banner.html", {"error": error}
     retry_after = error.extra.get("retry_after")

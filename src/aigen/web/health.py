@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
-import asyncpg
 from quart import Blueprint, Response, jsonify
 
 from aigen.clients.ratelimit import FailOpenRateLimiter
-from aigen.store.migrations import load_migrations, pending_migrations
+from aigen.core.readiness import database_problems
 from aigen.web.runtime import runtime
 
 blueprint = Blueprint("health", __name__)
-
-READY_TIMEOUT = 3.0
 
 
 @blueprint.get("/healthz")
@@ -30,7 +25,7 @@ async def readyz() -> tuple[Response, int]:
     rate limiter failing open, and a 503 would take every instance out of the load balancer
     at once, turning a limiter outage into a full outage.
     """
-    problems = await _database_problems()
+    problems = await database_problems(getattr(runtime(), "pool", None))  # unset until serving
     limiter = await _rate_limiter_status()
     if problems:
         body = {"status": "unavailable", "reasons": problems, "rate_limiter": limiter}
@@ -47,17 +42,3 @@ async def _rate_limiter_status() -> dict[str, object]:
     if not isinstance(limiter, FailOpenRateLimiter):
         return {"backend": "memory", "error": None, "failures": 0}
     return {"backend": "redis", "error": await limiter.ping(), "failures": limiter.failures}
-
-
-async def _database_problems() -> list[str]:
-    pool: asyncpg.Pool | None = getattr(runtime(), "pool", None)  # unset until before_serving
-    if pool is None:
-        return ["database: not connected yet"]
-    try:
-        async with asyncio.timeout(READY_TIMEOUT), pool.acquire() as conn:
-            pending = await pending_migrations(conn, load_migrations())
-    except (OSError, TimeoutError, Exception) as error:  # noqa: BLE001 - any failure means not ready
-        return [f"database: {type(error).__name__}: {error}"]
-    if pending:
-        return [f"database: migrations not applied: {pending}"]
-    return []

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-import asyncpg
 import redis.asyncio
 from quart import current_app
 
+from aigen.clients.claude import ClaudeClient
+from aigen.clients.mail import BackgroundMailer
+from aigen.clients.oidc import OIDCClient
 from aigen.config import Settings
-
-if TYPE_CHECKING:
-    from aigen.clients.claude import ClaudeClient
-    from aigen.clients.mail import BackgroundMailer
-    from aigen.clients.oidc import OIDCClient
-    from aigen.core.generation import GenerationService
-    from aigen.web.rate_limits import Limiter
+from aigen.core.generation import GenerationService
+from aigen.core.limits import Limiter
+from aigen.core.verification import VerificationService
+from aigen.store.pool import Pool
 
 EXTENSION_KEY = "aigen"
 
@@ -31,9 +29,10 @@ class Runtime:
     """
 
     settings: Settings
-    pool: asyncpg.Pool = field(init=False)
+    pool: Pool = field(init=False)
     claude: ClaudeClient = field(init=False)
     generations: GenerationService = field(init=False)
+    verification: VerificationService = field(init=False)
     oidc: OIDCClient = field(init=False)
     limiter: Limiter = field(init=False)
     redis: redis.asyncio.Redis | None = None  # None without REDIS_URL
