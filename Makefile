@@ -26,9 +26,12 @@ migrate: install
 test: install chromium
 	$(BIN)/pytest -q
 
+# The same checks run in CI (.ci/run) and before each commit (.pre-commit-config.yaml).
 lint: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install
 	for script in bench/*.py; do $(BIN)/python -W ignore $$script || exit 1; done
