@@ -52,6 +52,14 @@ def database_url() -> Iterator[str]:
         server.cleanup()
 
 
+@pytest.fixture
+async def empty_database(database_url: str) -> AsyncIterator[str]:
+    """A brand-new empty database on the same server (named after this run's test database)."""
+    name = f"{TEST_DATABASE}_scratch"
+    await recreate_database(database_url, name)
+    yield with_database(database_url, name)
+
+
 @pytest.fixture(scope="session")
 def fake_claude() -> Iterator[FakeAnthropicServer]:
     """The local Messages API server, shared by the session."""

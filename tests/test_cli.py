@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -92,3 +93,61 @@ def test_production_refuses_to_start_with_defaults(
     err = capsys.readouterr().err
     for name in ("SECRET_KEY", "DATABASE_URL", "GOOGLE_CLIENT_ID", "ANTHROPIC_API_KEY"):
         assert name in err
+
+
+def _production_environ(database_url: str, port: int) -> dict[str, str]:
+    """A production configuration whose services all answer on this machine."""
+    import os
+
+    from tests.helpers import PRODUCTION, TEST_SECRET_KEY
+
+    return {
+        **os.environ,
+        **PRODUCTION,
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "SMTP_URL": "smtp://127.0.0.1:2525",  # never used: nobody signs in
+        "PUBLIC_URL": f"https://127.0.0.1:{port}",
+        # Every process, hypercorn's worker included, reports each module it imports.
+        "PYTHONPROFILEIMPORTTIME": "1",
+    }
+
+
+def test_serving_in_production_imports_no_development_stand_in(
+    database_url: str, tmp_path: Path
+) -> None:
+    """`aigen serve` in production: neither the CLI nor a worker loads anything of aigen.dev."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from aigen.dev.oidc_provider import find_free_port
+
+    port = find_free_port()
+    command = [sys.executable, "-m", "aigen.cli", "serve", "--port", str(port)]
+    log = tmp_path / "serve.log"
+    with log.open("w") as stderr:
+        server = subprocess.Popen(
+            command, env=_production_environ(database_url, port), stdout=stderr, stderr=stderr
+        )
+    try:
+        deadline = time.monotonic() + 30
+        ready = None
+        while time.monotonic() < deadline and ready is None and server.poll() is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert ready == 200, log.read_text()[-3000:]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    lines = log.read_text().splitlines()
+    imported = [
+        line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")
+    ]
+    assert "aigen.web.api" in imported  # the worker's imports were seen
+    assert not [name for name in imported if name.startswith("aigen.dev")]

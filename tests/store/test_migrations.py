@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from aigen.store.migrations import apply_migrations, load_migrations, migrate, pending_migrations
-from tests.helpers import recreate_database, with_database
-
-SCRATCH_DATABASE = "aigen_test_migrations"
-
-
-@pytest.fixture
-async def empty_database(database_url: str) -> AsyncIterator[str]:
-    """A brand-new empty database on the same server."""
-    await recreate_database(database_url, SCRATCH_DATABASE)
-    yield with_database(database_url, SCRATCH_DATABASE)
 
 
 def test_migrations_are_numbered_in_order() -> None:
