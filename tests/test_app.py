@@ -14,8 +14,6 @@ async def test_a_worker_does_not_migrate_it_refuses_an_unmigrated_database(
     """Migrations run once per start, in `aigen serve` (or `aigen migrate`), never per worker."""
     app = create_app({**app_settings, "DATABASE_URL": empty_database})
     # The test client reports a failed start-up as LifespanError with the error's message.
-    with pytest.raises(
-        LifespanError, match=r"migrations \[.*\] are not applied.*aigen migrate"
-    ):
+    with pytest.raises(LifespanError, match=r"migrations \[.*\] are not applied.*aigen migrate"):
         async with app.test_app():
             pass

@@ -39,7 +39,6 @@ def init_app(app: Quart) -> None:
         is_unlimited=plans.is_unlimited,
         credits_remaining=plans.credits_remaining,
         generation_access=plans.generation_access,
-        needs_verification=plans.needs_verification,
         Access=plans.Access,
     )
     app.jinja_env.filters.update(
