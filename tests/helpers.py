@@ -73,7 +73,9 @@ async def make_user(
         credits_limit=credits_limit,
     )
     if plan != "FREE":
-        user = await repository.update_user_plan(conn, user.id, plan)
+        moved = await repository.update_user_plan(conn, user.id, plan)
+        assert moved is not None
+        return moved
     return user
 
 
@@ -136,3 +138,10 @@ async def page_csrf_token(client: TestClientProtocol, path: str = "/pricing") ->
     match = CSRF_META.search(await response.get_data(as_text=True))
     assert match, f"no CSRF hx-headers on {path}"
     return match.group(1)
+
+
+def announced_dev_defaults(app: Quart) -> tuple[str, ...]:
+    """The development defaults the pages announce (the `dev_defaults` Jinja global)."""
+    announced = app.jinja_env.globals["dev_defaults"]  # Jinja types its globals as object
+    assert isinstance(announced, tuple)
+    return announced

@@ -48,7 +48,9 @@ def sign_in(
 
 
 def user_id(database_url: str, sub: str) -> int:
-    return run_sql(database_url, "SELECT id FROM users WHERE sub = $1", sub)
+    found = run_sql(database_url, "SELECT id FROM users WHERE sub = $1", sub)
+    assert isinstance(found, int), f"no user {sub}"
+    return found
 
 
 def test_sign_in_generate_and_credits_change_without_reload(
@@ -238,7 +240,7 @@ def test_not_found_page(page: Page, served_app, oidc_provider, clean_db) -> None
     assert page.url.startswith(oidc_provider.url), page.url
     sign_in(page, served_app, oidc_provider, "lost")
     response = page.goto("/generations/999999")
-    assert response.status == 404
+    assert response is not None and response.status == 404
     expect(page.get_by_role("heading", level=1)).to_have_text("We couldn't find that page")
     shot(page, "12-not-found")
 

@@ -74,6 +74,13 @@ def read_outbox(folder: pathlib.Path) -> dict[pathlib.Path, email.message.EmailM
     }
 
 
+def body_text(message: email.message.EmailMessage, subtype: str) -> str:
+    """The stripped text of the message's text/<subtype> body."""
+    body = message.get_body((subtype,))
+    assert body is not None, f"no text/{subtype} body"
+    return body.get_content().strip()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -163,8 +170,8 @@ async def test_smtp_mailer_sends_text_and_html(start_smtp: Callable[..., tuple[I
     assert received["Date"].datetime.tzinfo is not None
     assert received["Message-ID"].endswith("@aigen.test>")
     assert received.get_content_type() == "multipart/alternative"
-    assert received.get_body(("plain",)).get_content().strip() == MAIL.text
-    assert received.get_body(("html",)).get_content().strip() == MAIL.html
+    assert body_text(received, "plain") == MAIL.text
+    assert body_text(received, "html") == MAIL.html
 
 
 async def test_smtp_mailer_sends_text_only(start_smtp: Callable[..., tuple[Inbox, int]]):
@@ -245,8 +252,8 @@ async def test_outbox_mailer_saves_eml_and_logs_no_body(
 
     [(path, saved)] = read_outbox(folder).items()
     assert (saved["From"], saved["To"], saved["Subject"]) == (MAIL_FROM, MAIL.to, MAIL.subject)
-    assert saved.get_body(("plain",)).get_content().strip() == MAIL.text
-    assert saved.get_body(("html",)).get_content().strip() == MAIL.html
+    assert body_text(saved, "plain") == MAIL.text
+    assert body_text(saved, "html") == MAIL.html
     assert caplog.messages == [f"mail to {MAIL.to}: {MAIL.subject} (saved to {path})"]
     assert "SECRET-TOKEN" not in caplog.text
 

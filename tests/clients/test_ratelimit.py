@@ -247,8 +247,10 @@ async def test_atomic_across_processes(redis_client: redis.asyncio.Redis, prefix
         for _ in range(4)
     ]  # fmt: skip
     for worker in workers:
+        assert worker.stdout is not None
         assert await asyncio.wait_for(worker.stdout.readline(), 10) == b"ready\n"
     for worker in workers:
+        assert worker.stdin is not None
         worker.stdin.write(b"go\n")
     outputs = [await asyncio.wait_for(worker.communicate(), 10) for worker in workers]
     assert [worker.returncode for worker in workers] == [0] * 4

@@ -136,7 +136,8 @@ def foreign_provider() -> Iterator[FakeProvider]:
         yield fake
 
 
-FORGERIES = {
+# Claims a forgery replaces; integers (iat, exp) are seconds from now.
+FORGERIES: dict[str, dict[str, str | int]] = {
     "honest": {},  # the control: the same provider with honest claims signs in
     "foreign issuer": {"iss": "https://accounts.evil.example"},
     "foreign audience": {"aud": "someone-else"},
@@ -165,7 +166,7 @@ async def test_only_an_honest_id_token_signs_in(
             "nonce": query["nonce"],
         }
         for name, value in FORGERIES[forgery].items():
-            claims[name] = now + value if name in ("iat", "exp") else value
+            claims[name] = now + value if isinstance(value, int) else value
         foreign_provider.answer_with_id_token(claims)
         response = await client.get(CALLBACK, query_string={"code": "c", "state": query["state"]})
     users = await db.fetchval("SELECT count(*) FROM users")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from quart import Quart
+from quart.testing import QuartClient
+from quart.typing import TestClientProtocol as Client
 from werkzeug.routing import IntegerConverter
 
 from aigen.store.repository import User
@@ -24,6 +26,12 @@ PUBLIC = {
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
+def concrete(client: Client) -> QuartClient:
+    """The client as its class: quart.typing's protocol gives `open` no default for `json`."""
+    assert isinstance(client, QuartClient)
+    return client
+
+
 def routes(app: Quart) -> list[tuple[str, str, str]]:
     """(rule, method, a concrete URL) for every route of the app."""
     adapter = app.url_map.bind("localhost")
@@ -34,6 +42,7 @@ def routes(app: Quart) -> list[tuple[str, str, str]]:
             for name, converter in rule._converters.items()
         }
         url = adapter.build(rule.endpoint, values)
+        assert rule.methods is not None, rule.rule
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             found.append((rule.rule, method, url))
     return found
@@ -46,7 +55,7 @@ async def test_the_walk_sees_the_routes(app: Quart) -> None:
 
 
 async def test_every_non_public_route_needs_sign_in(app: Quart) -> None:
-    client = app.test_client()
+    client = concrete(app.test_client())
     for rule, method, url in routes(app):
         if (rule, method) in PUBLIC:
             continue
@@ -64,7 +73,9 @@ async def test_every_unsafe_route_needs_csrf(app: Quart, user: User, db) -> None
     async with signed_in(app, user.id) as client:
         for rule, method, url in unsafe:
             headers = {"Origin": "https://evil.example"}  # and no token
-            response = await client.open(url, method=method, headers=headers, form={"x": "1"})
+            response = await concrete(client).open(
+                url, method=method, headers=headers, form={"x": "1"}
+            )
             assert response.status_code == 403, (method, rule)
         assert (await client.get("/dashboard")).status_code == 200  # still signed in
     assert await db.fetchval("SELECT count(*) FROM generations") == 0

@@ -37,6 +37,13 @@ async def text_of(response) -> str:
     return await response.get_data(as_text=True)
 
 
+def matched(pattern: str, text: str, flags: int = 0) -> re.Match[str]:
+    """re.search that fails the test, naming the pattern, when nothing matches."""
+    match = re.search(pattern, text, flags)
+    assert match, f"no match for {pattern!r}"
+    return match
+
+
 class TagCollector(HTMLParser):
     """Every start tag and its attributes, as a browser's parser would see them."""
 
@@ -144,14 +151,14 @@ async def test_signed_out_htmx_post_is_redirected_not_run(client, db, fake_claud
 async def test_generate_page_has_a_labelled_htmx_prompt_form(user_client) -> None:
     html = await text_of(await user_client.get("/generate"))
     assert '<label for="prompt">Your prompt</label>' in html
-    textarea = re.search(r"<textarea[^>]*>", html).group(0)
+    textarea = matched(r"<textarea[^>]*>", html).group(0)
     assert 'id="prompt"' in textarea and 'name="prompt"' in textarea
     assert "required" in textarea and "data-submit-on-ctrl-enter" in textarea
-    form = re.search(r"<form class=\"card\"[^>]*>", html).group(0)
+    form = matched(r"<form class=\"card\"[^>]*>", html).group(0)
     assert 'hx-post="/generate"' in form and 'hx-target="#result"' in form
     assert 'hx-indicator="#generate-button"' in form
     assert 'hx-disabled-elt="find button[type=submit]"' in form
-    button = re.search(r'<button [^>]*id="generate-button">(.*?)</button>', html, re.S).group(1)
+    button = matched(r'<button [^>]*id="generate-button">(.*?)</button>', html, re.S).group(1)
     assert '<span class="button__label">Generate</span>' in button
     assert re.search(r'<span class="htmx-indicator" id="generating">.*Generating…</span>', button)
     assert '<div id="result" class="result-region" aria-live="polite"></div>' in html
@@ -184,7 +191,7 @@ async def test_hostile_markdown_is_rendered_inert(
 ) -> None:
     fake_claude.set_scenario([{"type": "reply", "text": HOSTILE_MARKDOWN}])
     html = await text_of(await generate(user_client, "be evil"))
-    body = re.search(r'<div class="result__body markdown">(.*?)</div>\s*</article>', html, re.S)
+    body = matched(r'<div class="result__body markdown">(.*?)</div>\s*</article>', html, re.S)
     rendered = body.group(1)
     assert "<h1>Report</h1>" in rendered and "<strong>bold</strong>" in rendered
     assert '<a href="https://example.com/docs" rel="nofollow noopener noreferrer">' in rendered
@@ -337,7 +344,7 @@ async def test_usage_partial_refreshes_itself_and_after_each_generation(
     await db.execute("UPDATE users SET credits_used = 3 WHERE id = $1", user.id)
     second = await text_of(await user_client.get("/dashboard/usage", headers=HTMX))
     assert "<html" not in first
-    section = re.search(r'<section id="usage"[^>]*>', first, re.S).group(0)
+    section = matched(r'<section id="usage"[^>]*>', first, re.S).group(0)
     assert 'hx-get="/dashboard/usage"' in section and 'hx-swap="outerHTML"' in section
     assert 'hx-trigger="every 30s, credits-changed from:body"' in section
     assert "0 of 3 credits used" in first
@@ -357,7 +364,8 @@ async def history_ids(client, url: str) -> tuple[list[int], str | None]:
 
 async def test_history_pages_through_everything_newest_first(user_client, user: User, db) -> None:
     ids = await insert_generations(db, user.id, 2 * HISTORY_PAGE_SIZE + 5)
-    seen, url = [], "/history"
+    seen: list[list[int]] = []
+    url: str | None = "/history"
     while url:
         page, url = await history_ids(user_client, url)
         seen.append(page)
@@ -373,6 +381,7 @@ async def test_history_keyset_pages_do_not_shift_when_new_generations_arrive(
 ) -> None:
     ids = await insert_generations(db, user.id, HISTORY_PAGE_SIZE + 3)
     first, older = await history_ids(user_client, "/history")
+    assert older is not None
     await insert_generations(db, user.id, 4, start=datetime(2030, 1, 1, tzinfo=UTC))
     second, _ = await history_ids(user_client, older)
     assert second == list(reversed(ids))[HISTORY_PAGE_SIZE:]  # no repeats, none skipped
@@ -382,6 +391,7 @@ async def test_history_breaks_ties_of_equal_timestamps_by_id(user_client, user: 
     ids = await insert_generations(db, user.id, HISTORY_PAGE_SIZE + 2)
     await db.execute("UPDATE generations SET created_at = '2025-06-01T00:00:00Z'")
     first, older = await history_ids(user_client, "/history")
+    assert older is not None
     second, _ = await history_ids(user_client, older)
     assert first + second == sorted(ids, reverse=True)
 
@@ -489,7 +499,7 @@ async def test_development_badge(app_settings, db, defaults: str, shown: bool) -
 async def test_sign_out_form_ends_the_session(app: Quart, user: User) -> None:
     async with signed_in(app, user.id) as client:
         html = await text_of(await client.get("/dashboard"))
-        token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+        token = matched(r'name="csrf_token" value="([^"]+)"', html).group(1)
         assert '<form class="nav__signout" method="post" action="/logout">' in html
         response = await client.post("/logout", form={"csrf_token": token})
         assert response.status_code == 302 and response.headers["Location"] == "/"

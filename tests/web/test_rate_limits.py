@@ -28,7 +28,7 @@ from aigen.clients.ratelimit import FailOpenRateLimiter, MemoryRateLimiter
 from aigen.config import IN_PROCESS_RATE_LIMITER
 from aigen.core.errors import RateLimited
 from aigen.web.runtime import EXTENSION_KEY, Runtime
-from tests.helpers import GENERATE, ROOT, counts, make_user, signed_in
+from tests.helpers import GENERATE, ROOT, announced_dev_defaults, counts, make_user, signed_in
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
 HEADER_NAMES = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
@@ -87,7 +87,7 @@ async def test_without_redis_url_the_in_process_limiter_is_announced(
     with caplog.at_level(logging.WARNING, logger="aigen.app"):
         async with running(app_settings) as app:
             assert isinstance(runtime_of(app).limiter, MemoryRateLimiter)
-            assert IN_PROCESS_RATE_LIMITER in app.jinja_env.globals["dev_defaults"]
+            assert IN_PROCESS_RATE_LIMITER in announced_dev_defaults(app)
             body = await (await app.test_client().get("/readyz")).get_json()
     assert body["rate_limiter"] == {"backend": "memory", "error": None, "failures": 0}
     assert any(IN_PROCESS_RATE_LIMITER in record.getMessage() for record in caplog.records)
@@ -96,7 +96,7 @@ async def test_without_redis_url_the_in_process_limiter_is_announced(
 async def test_with_redis_url_the_limiter_is_redis_and_fails_open(redis_settings, db) -> None:
     async with running(redis_settings) as app:
         assert isinstance(runtime_of(app).limiter, FailOpenRateLimiter)
-        assert IN_PROCESS_RATE_LIMITER not in app.jinja_env.globals["dev_defaults"]
+        assert IN_PROCESS_RATE_LIMITER not in announced_dev_defaults(app)
         response = await app.test_client().get("/readyz")
     assert response.status_code == 200
     body = await response.get_json()
@@ -257,6 +257,7 @@ async def test_redis_down_mid_run_fails_open_logs_counts_and_reports(
     settings = {**app_settings, "REDIS_URL": private_redis.url, "RATE_LIMIT": "100/minute"}
     async with running(settings) as app:
         limiter = runtime_of(app).limiter
+        assert isinstance(limiter, FailOpenRateLimiter)
         async with signed_in(app, user.id) as client:
             before = await client.post(GENERATE, json={"prompt": "while Redis is up"})
             private_redis.stop()

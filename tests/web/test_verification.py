@@ -28,7 +28,15 @@ from aigen.core.generation import VERIFY_EMAIL_MESSAGE
 from aigen.core.verification import SUBJECT
 from aigen.dev.oidc_provider import LocalOIDCProvider
 from aigen.web.runtime import EXTENSION_KEY
-from tests.helpers import GENERATE, TEST_SECRET_KEY, counts, make_user, page_csrf_token, signed_in
+from tests.helpers import (
+    GENERATE,
+    TEST_SECRET_KEY,
+    announced_dev_defaults,
+    counts,
+    make_user,
+    page_csrf_token,
+    signed_in,
+)
 
 LINK = re.compile(r"https?://\S+/verify-email\?token=\S+")
 HTMX = {"HX-Request": "true"}
@@ -86,7 +94,9 @@ async def mail_app(mail_settings: dict[str, str], db) -> AsyncIterator[Quart]:
 
 def link_in(message: EmailMessage) -> str:
     """The path and query of the verification link in a received mail."""
-    match = LINK.search(message.get_body(("plain",)).get_content())
+    body = message.get_body(("plain",))
+    assert body is not None, "no text/plain body in the mail"
+    match = LINK.search(body.get_content())
     assert match, "no verification link in the mail"
     parts = urlsplit(match.group(0))
     return f"{parts.path}?{parts.query}"
@@ -372,7 +382,7 @@ async def test_development_outbox_keeps_the_mail(
     caplog.set_level(logging.INFO)
     outbox = f"{app_settings['AIGEN_DATA_DIR']}/outbox"
     app = create_app(app_settings)
-    assert LOCAL_OUTBOX in app.jinja_env.globals["dev_defaults"]
+    assert LOCAL_OUTBOX in announced_dev_defaults(app)
     async with app.test_app():
         client = await sign_in(app, oidc_provider, "dev-mail@example.com", verified=False)
         await app.extensions[EXTENSION_KEY].mailer.drain()
