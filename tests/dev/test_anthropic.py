@@ -552,18 +552,22 @@ async def test_stream_behaviors_list_their_defaults(fake: FakeAnthropicServer) -
     ]
 
 
-async def test_stream_directives(claude: anthropic.AsyncAnthropic) -> None:
+async def test_stream_directives(
+    fake: FakeAnthropicServer, claude: anthropic.AsyncAnthropic
+) -> None:
     texts, _ = await sdk_stream(claude, "Pace it [fake:paced=3,0.001]")
     assert len(texts) == 3
-    texts, _ = await sdk_stream(claude, "Pause [fake:stall=0.01,1,true]")
-    assert "".join(texts) == compose_reply("Pause [fake:stall=0.01,1,true]", MODEL)
-    assert len(await sdk_stream_until_error(
-        claude, anthropic.APIStatusError, "[fake:stream_error=529,1]"
-    )) == 1  # fmt: skip
-    assert (
-        await sdk_stream_until_error(claude, httpx2.RemoteProtocolError, "[fake:disconnect=0]")
-        == []
+    prompt = "Pause [fake:stall=0.01,1,true]"
+    texts, _ = await sdk_stream(claude, prompt)
+    assert "".join(texts) == compose_reply(prompt, MODEL)
+    stalled = await logged_stream(fake)
+    assert (stalled["behavior"], stalled["stream_outcome"]) == ("stream_stall", "completed")
+    error_prompt = "[fake:stream_error=529,1]"
+    assert len(await sdk_stream_until_error(claude, anthropic.APIStatusError, error_prompt)) == 1
+    dropped = await sdk_stream_until_error(
+        claude, httpx2.RemoteProtocolError, "[fake:disconnect=0]"
     )
+    assert dropped == []
 
 
 @pytest.mark.parametrize(
