@@ -5,62 +5,16 @@ oidc-provider-mock cannot forge tokens (foreign issuer, bad nonce, unknown key):
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import threading
-import time
 from typing import Any
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 from quart import Quart, Response, request
 
-from aigen.dev.oidc_provider import HOST, find_free_port
+from aigen.dev.serving import LOOPBACK, ThreadedServer, find_free_port
 
-SERVER_START_TIMEOUT = 5.0
 JSON = "application/json"
-
-
-class ServedApp:
-    """Serves an ASGI app with hypercorn on 127.0.0.1 from a background thread."""
-
-    def __init__(self, app: Quart, port: int) -> None:
-        self._config = Config()
-        self._config.bind = [f"{HOST}:{port}"]
-        self._config.accesslog = None
-        self._port = port
-        self._app = app
-        self._loop = asyncio.new_event_loop()
-        self._stopping = asyncio.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> ServedApp:
-        server = serve(self._app, self._config, shutdown_trigger=self._stopping.wait)
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(server,))
-        self._thread.start()
-        wait_for_port(self._port)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._loop.call_soon_threadsafe(self._stopping.set)
-        assert self._thread is not None
-        self._thread.join(SERVER_START_TIMEOUT)
-        self._loop.close()
-
-
-def wait_for_port(port: int) -> None:
-    """Block until something accepts connections on the port."""
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((HOST, port), timeout=0.1).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on {HOST}:{port}")
 
 
 class FakeProvider:
@@ -68,16 +22,21 @@ class FakeProvider:
 
     def __init__(self) -> None:
         self.port = find_free_port()
-        self.issuer = f"http://{HOST}:{self.port}"
+        self.issuer = f"http://{LOOPBACK}:{self.port}"
         self.discovery_url = self.issuer + "/.well-known/openid-configuration"
         self.key = RSAKey.generate_key(2048, parameters={"kid": "fake-1"})
         self.app = self._build_app()
         self.reset()
 
+    def served(self) -> ThreadedServer:
+        """A server for this provider on its port (use it as a context manager)."""
+        return ThreadedServer(self.app, port=self.port, name="fake-oidc-provider")
+
     def reset(self) -> None:
         """Forget what earlier tests scripted and saw."""
-        self.served_keys = [self.key]
-        self.auth_methods = ["client_secret_post"]
+        self.served_keys: list[Any] = [self.key]  # KeySet takes a list of its key union
+        # None stands for a provider that answers null for the methods it supports.
+        self.auth_methods: list[str] | None = ["client_secret_post"]
         self.answer = Response("no answer scripted", 500)
         self.id_token = ""
         self.token_requests: list[dict[str, Any]] = []

@@ -12,10 +12,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+from hypercorn.asyncio import serve
 from quart import Quart
 from quart.typing import TestClientProtocol
 from quart_auth import authenticated_client
 
+from aigen.dev.serving import (
+    LOOPBACK,
+    START_TIMEOUT_SECONDS,
+    hypercorn_config,
+    listening_socket,
+    socket_url,
+)
 from aigen.store import repository
 from aigen.store.repository import User
 
@@ -90,26 +98,16 @@ async def counts(conn: asyncpg.Connection, user_id: int) -> tuple[int, dict[str,
 
 @asynccontextmanager
 async def served(app: Quart) -> AsyncIterator[str]:
-    """Serve an app (start-up hooks included) with hypercorn on a free loopback port."""
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
-
-    from aigen.dev.oidc_provider import find_free_port
-
-    config = Config()
-    config.bind = [f"127.0.0.1:{find_free_port()}"]
-    config.accesslog = None
+    """Serve an app (start-up hooks included) with hypercorn on loopback, in the test's loop."""
+    sock = listening_socket(LOOPBACK, 0)
+    base_url = socket_url(sock)
     stop = asyncio.Event()
+    config = hypercorn_config(sock, loglevel="WARNING")
     server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
-    base_url = "http://" + config.bind[0]
-    async with httpx.AsyncClient() as http:
-        for _ in range(200):
-            try:
-                await http.get(base_url + "/healthz")
-                break
-            except httpx.TransportError:
-                await asyncio.sleep(0.02)
     try:
+        # The socket listens already: the probe waits in its backlog until hypercorn serves.
+        async with httpx.AsyncClient(timeout=START_TIMEOUT_SECONDS) as http:
+            await http.get(base_url + "/healthz")
         yield base_url
     finally:
         stop.set()

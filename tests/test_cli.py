@@ -124,7 +124,7 @@ def test_serving_in_production_imports_no_development_stand_in(
 
     import httpx
 
-    from aigen.dev.oidc_provider import find_free_port
+    from aigen.dev.serving import find_free_port
 
     port = find_free_port()
     command = [sys.executable, "-m", "aigen.cli", "serve", "--port", str(port)]

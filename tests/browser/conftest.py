@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
-from hypercorn.asyncio import serve
 
 from aigen.app import create_app
-from aigen.dev.anthropic import FakeAnthropicServer, hypercorn_config, listening_socket
+from aigen.dev.anthropic import FakeAnthropicServer
 from aigen.dev.oidc_provider import LocalOIDCProvider
+from aigen.dev.serving import LOOPBACK, ThreadedServer, find_free_port
 from tests.helpers import TEST_SECRET_KEY
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -36,7 +34,6 @@ CHROMIUM_ARGS = [
 ]
 LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-START_TIMEOUT = 20.0
 EXPECT_TIMEOUT_MS = 10_000
 
 
@@ -45,50 +42,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
 
 
-class ServedApp:
-    """create_app() served by hypercorn in a thread with its own event loop, on 127.0.0.1."""
-
-    def __init__(self, environ: dict[str, str]) -> None:
-        self._sock = listening_socket("127.0.0.1", 0)
-        self.port = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app({**environ, "PUBLIC_URL": self.url})
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="aigen-browser-app", daemon=True)
-
-    def start(self) -> ServedApp:
-        self._thread.start()
-        with httpx.Client(timeout=1.0) as client:
-            for _ in range(int(START_TIMEOUT / 0.05)):
-                try:
-                    if client.get(self.url + "/readyz").status_code == 200:
-                        return self
-                except httpx.TransportError:
-                    pass
-                threading.Event().wait(0.05)
-        raise RuntimeError(f"the app did not become ready on {self.url}")
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.run(self._serve())
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        config = hypercorn_config(self._sock, loglevel="WARNING")
-        await serve(self.app, config, shutdown_trigger=self._stop.wait)
-
-
 @pytest.fixture(scope="session")
 def served_app(
     database_url: str, fake_claude: FakeAnthropicServer, oidc_provider: LocalOIDCProvider
-) -> Iterator[ServedApp]:
+) -> Iterator[ThreadedServer]:
     """The real app over real HTTP with the local Claude and sign-in provider (no stand-ins)."""
+    port = find_free_port()
     environ = {
         "AIGEN_ENV": "development",
         "SECRET_KEY": TEST_SECRET_KEY,
@@ -101,10 +60,11 @@ def served_app(
         "FREE_CREDITS": "3",
         "AIGEN_UPSTREAM_TIMEOUT": "5",
         "AIGEN_DEV_DEFAULTS": "",
+        "PUBLIC_URL": f"http://{LOOPBACK}:{port}",
     }
-    server = ServedApp(environ).start()
-    yield server
-    server.stop()
+    app = create_app(environ)
+    with ThreadedServer(app, port=port, name="aigen-browser-app", ready_path="/readyz") as server:
+        yield server
 
 
 def run_sql(database_url: str, sql: str, *args: object) -> object:
@@ -131,7 +91,7 @@ def clean_db(database_url: str, fake_claude: FakeAnthropicServer) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser(served_app: ServedApp) -> Iterator[object]:
+def browser(served_app: ThreadedServer) -> Iterator[object]:
     """One headless Debian Chromium per module (a fresh temporary profile).
 
     It needs the served app first: the app's fixtures use asyncio.run, which cannot run inside
@@ -166,7 +126,7 @@ class BrowserProblems:
         self.seen.append(f"uncaught: {error}")
 
 
-def open_page(browser, served_app: ServedApp, **options):
+def open_page(browser, served_app: ThreadedServer, **options):
     """A fresh context (no cookies) whose requests may not leave the machine."""
     context = browser.new_context(base_url=served_app.url, **{"viewport": LAPTOP, **options})
     # The sign-in mock links a CDN stylesheet: offline means offline, fail it at once.
@@ -188,7 +148,7 @@ def _only_loopback(route) -> None:
 
 
 @pytest.fixture
-def page(browser, served_app: ServedApp, clean_db: str) -> Iterator[object]:
+def page(browser, served_app: ThreadedServer, clean_db: str) -> Iterator[object]:
     """A laptop-sized page; fails the test on any JavaScript error or CSP refusal."""
     context, page, problems = open_page(browser, served_app)
     yield page

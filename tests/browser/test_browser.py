@@ -11,7 +11,8 @@ from playwright.sync_api import Page, expect
 from aigen.core.history import HISTORY_PAGE_SIZE
 from aigen.dev.anthropic import FakeAnthropicServer
 from aigen.dev.oidc_provider import LocalOIDCProvider
-from tests.browser.conftest import PHONE, SCREENSHOTS, ServedApp, open_page, run_sql
+from aigen.dev.serving import ThreadedServer
+from tests.browser.conftest import PHONE, SCREENSHOTS, open_page, run_sql
 
 pytestmark = pytest.mark.browser
 
@@ -35,7 +36,11 @@ def shot(page: Page, name: str) -> None:
 
 
 def sign_in(
-    page: Page, served_app: ServedApp, oidc: LocalOIDCProvider, sub: str, name: str = "Ada Lovelace"
+    page: Page,
+    served_app: ThreadedServer,
+    oidc: LocalOIDCProvider,
+    sub: str,
+    name: str = "Ada Lovelace",
 ) -> None:
     """Through the landing page and the local provider's real authorize form."""
     oidc.set_user(sub, email=f"{sub}@example.com", email_verified=True, name=name)

@@ -28,8 +28,9 @@ from aigen.clients.oidc import (
     PendingSignIn,
     SignInError,
 )
-from aigen.dev.oidc_provider import HOST, LocalOIDCProvider, LocalOIDCProviderError, find_free_port
-from tests.fake_provider import JSON, FakeProvider, ServedApp
+from aigen.dev.oidc_provider import HOST, LocalOIDCProvider, LocalOIDCProviderError
+from aigen.dev.serving import find_free_port
+from tests.fake_provider import JSON, FakeProvider
 
 CLIENT_ID = "aigen-test"
 CLIENT_SECRET = "test-secret"
@@ -39,7 +40,7 @@ REDIRECT_URI = "http://127.0.0.1:5000/auth/callback"
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[FakeProvider]:
     fake = FakeProvider()
-    with ServedApp(fake.app, fake.port):
+    with fake.served():
         yield fake
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -27,6 +28,8 @@ from aigen.dev.anthropic import (
     parse_args,
     tokenize,
 )
+from aigen.dev.anthropic.answers import split_evenly, text_chunks
+from aigen.dev.anthropic.scenarios import plan_stream
 
 if TYPE_CHECKING:
     from quart.typing import TestClientProtocol
@@ -35,7 +38,16 @@ MODEL = "claude-test-1"
 PROMPT = "Explain rate limiting\nin two sentences, <b>please</b>."
 HEADERS = {"x-api-key": "test", "anthropic-version": "2023-06-01"}
 SHORT_TIMEOUT = 0.25
+LOG_POLLS = 250
+LOG_POLL_SECONDS = 0.02
 TLS_CONTEXT = ssl.create_default_context()
+
+
+def text_of(message: anthropic.types.Message) -> str:
+    """The text of a message's first block (the fake answers one text block)."""
+    block = message.content[0]
+    assert isinstance(block, anthropic.types.TextBlock), block
+    return block.text
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +102,16 @@ async def stream_events(claude: anthropic.AsyncAnthropic, prompt: str = PROMPT) 
     return [event async for event in stream]
 
 
+async def logged_stream(fake: FakeAnthropicServer, index: int = -1) -> dict[str, Any]:
+    """The log entry of a streamed call, once the server has seen its stream end."""
+    for _ in range(LOG_POLLS):
+        entry = fake.requests()[index]
+        if entry["stream_outcome"] is not None:
+            return entry
+        await asyncio.sleep(LOG_POLL_SECONDS)
+    raise AssertionError(f"the stream never ended on the server: {entry}")
+
+
 # --- answers -----------------------------------------------------------------------------------
 
 
@@ -142,8 +164,8 @@ async def test_usage_counts_tokens_of_system_and_every_turn(
     )
     expected_input = sum(map(count_tokens, ["Be brief.", "Hi there", "Hello!", PROMPT]))
     assert message.usage.input_tokens == expected_input
-    assert message.usage.output_tokens == count_tokens(message.content[0].text)
-    assert message.content[0].text == compose_reply(PROMPT, MODEL)
+    assert message.usage.output_tokens == count_tokens(text_of(message))
+    assert text_of(message) == compose_reply(PROMPT, MODEL)
 
 
 def test_tokens_are_words_or_punctuation_with_leading_space() -> None:
@@ -155,14 +177,14 @@ async def test_max_tokens_truncates(claude: anthropic.AsyncAnthropic) -> None:
     message = await ask(claude, max_tokens=5)
     assert message.stop_reason == "max_tokens"
     assert message.usage.output_tokens == 5
-    assert compose_reply(PROMPT, MODEL).startswith(message.content[0].text)
-    assert count_tokens(message.content[0].text) == 5
+    assert compose_reply(PROMPT, MODEL).startswith(text_of(message))
+    assert count_tokens(text_of(message)) == 5
 
 
 async def test_stop_sequence_cuts_the_answer(claude: anthropic.AsyncAnthropic) -> None:
     message = await ask(claude, stop_sequences=["You asked"])
     assert message.stop_reason == "stop_sequence" and message.stop_sequence == "You asked"
-    assert message.content[0].text == "## Explain rate limiting in two sentences\n\n"
+    assert text_of(message) == "## Explain rate limiting in two sentences\n\n"
 
 
 # --- streaming ---------------------------------------------------------------------------------
@@ -188,7 +210,7 @@ async def test_stream_wire_format_has_ping_and_sse_headers(wire: TestClientProto
     assert response.status_code == 200
     assert response.content_type.startswith("text/event-stream")
     assert response.headers["request-id"].startswith("req_")
-    raw = (await response.get_data()).decode()
+    raw = await response.get_data(as_text=True)
     names = [line.removeprefix("event: ") for line in raw.splitlines() if line.startswith("event:")]
     assert names[:3] == ["message_start", "content_block_start", "ping"]
     assert names[-1] == "message_stop"
@@ -203,7 +225,7 @@ async def test_stream_text_equals_the_plain_answer(claude: anthropic.AsyncAnthro
         ) as stream:
             streamed = "".join([text async for text in stream.text_stream])
             final = await stream.get_final_message()
-        assert streamed == final.content[0].text == plain.content[0].text
+        assert streamed == text_of(final) == text_of(plain)
         assert final.stop_reason == plain.stop_reason
         assert final.usage.input_tokens == plain.usage.input_tokens
         assert final.usage.output_tokens == plain.usage.output_tokens
@@ -251,6 +273,7 @@ async def test_fail_answers_the_real_error(
         await ask(claude, stream=stream)
     error = caught.value
     assert error.status_code == status and error.type == error_type
+    assert isinstance(error.body, dict), error.body
     assert error.request_id and error.request_id == error.body["request_id"]
     assert error.body["type"] == "error"
 
@@ -332,7 +355,7 @@ async def test_reply_respects_max_tokens(
 ) -> None:
     fake.set_scenario([{"type": "reply", "text": "one two three four"}])
     message = await ask(claude, max_tokens=2)
-    assert message.content[0].text == "one two" and message.stop_reason == "max_tokens"
+    assert text_of(message) == "one two" and message.stop_reason == "max_tokens"
 
 
 async def test_stream_stall_times_out_after_the_first_events(
@@ -385,6 +408,184 @@ async def test_stream_error_event_raises_status_error_with_status_200(
     # The SDK picks the class from the HTTP status, which was 200 when the stream began.
     assert type(caught.value) is anthropic.APIStatusError
     assert caught.value.status_code == 200 and caught.value.type == "overloaded_error"
+
+
+# --- streaming pace, faults at a chosen delta, and how the server saw the stream end ------------
+
+
+async def sdk_stream(
+    claude: anthropic.AsyncAnthropic, prompt: str = PROMPT, **options: Any
+) -> tuple[list[str], Any]:
+    """Run messages.stream to its end; return the text deltas and the final message."""
+    async with claude.messages.stream(
+        model=MODEL, max_tokens=1024, messages=[{"role": "user", "content": prompt}], **options
+    ) as stream:
+        texts = [event.text async for event in stream if event.type == "text"]
+        return texts, await stream.get_final_message()
+
+
+async def sdk_stream_until_error(
+    claude: anthropic.AsyncAnthropic, error_class: type[Exception], prompt: str = PROMPT
+) -> list[str]:
+    """Run messages.stream until it raises ``error_class``; return the text deltas seen."""
+    texts: list[str] = []
+    with pytest.raises(error_class):
+        async with claude.messages.stream(
+            model=MODEL, max_tokens=1024, messages=[{"role": "user", "content": prompt}]
+        ) as stream:
+            async for event in stream:
+                if event.type == "text":
+                    texts.append(event.text)
+    return texts
+
+
+def test_split_evenly_gives_exactly_the_parts_asked_for() -> None:
+    assert split_evenly("one two three four five", 2) == ["one two three", " four five"]
+    assert split_evenly("one two", 4) == ["on", "e ", "tw", "o"]
+    reply = compose_reply(PROMPT, MODEL)
+    for parts in (1, 5, len(tokenize(reply)) + 3):
+        pieces = split_evenly(reply, parts)
+        assert len(pieces) == parts and "".join(pieces) == reply and all(pieces)
+    assert split_evenly("ab", 5) == ["a", "b"]
+    assert split_evenly("", 3) == []
+
+
+@pytest.mark.parametrize("deltas", [1, 3, 17])
+async def test_stream_paced_sends_exactly_n_deltas(
+    fake: FakeAnthropicServer, claude: anthropic.AsyncAnthropic, deltas: int
+) -> None:
+    fake.set_scenario([{"type": "stream_paced", "deltas": deltas, "interval": 0.001}])
+    texts, final = await sdk_stream(claude)
+    assert len(texts) == deltas
+    assert "".join(texts) == text_of(final) == compose_reply(PROMPT, MODEL)
+    assert final.stop_reason == "end_turn"
+    entry = await logged_stream(fake)
+    assert (entry["behavior"], entry["stream_outcome"]) == ("stream_paced", "completed")
+    assert entry["deltas_sent"] == deltas
+
+
+def test_stream_paced_waits_before_every_delta_and_others_between() -> None:
+    paced = plan_stream({"type": "stream_paced", "deltas": 3, "interval": 0.5}, "a b c", 0.02)
+    plain = plan_stream(None, "a b c d e f", 0.02)
+    assert [paced.pause_before(index) for index in range(3)] == [0.5, 0.5, 0.5]
+    assert [plain.pause_before(index) for index in range(2)] == [0.0, 0.02]
+
+
+async def test_stream_paced_scripted_text_and_plain_call(
+    fake: FakeAnthropicServer, claude: anthropic.AsyncAnthropic
+) -> None:
+    paced = {"type": "stream_paced", "deltas": 3, "interval": 0, "text": "one two three four"}
+    fake.set_scenario([paced, paced])
+    texts, _ = await sdk_stream(claude)
+    assert texts == ["one two", " three", " four"]
+    assert (await ask(claude)).content[0].text == "one two three four"
+
+
+@pytest.mark.parametrize("after", [0, 3])
+async def test_stream_stall_after_k_deltas(
+    fake: FakeAnthropicServer, claude: anthropic.AsyncAnthropic, after: int
+) -> None:
+    fake.set_scenario([{"type": "stream_stall", "after": after}])
+    texts = await sdk_stream_until_error(
+        claude.with_options(timeout=SHORT_TIMEOUT), httpx2.ReadTimeout
+    )
+    assert len(texts) == after
+    # The client gave up on the stalled stream and closed it; the server saw that.
+    entry = await logged_stream(fake)
+    assert (entry["stream_outcome"], entry["deltas_sent"]) == ("client_closed", after)
+
+
+async def test_stream_stall_that_resumes_completes_the_answer(
+    fake: FakeAnthropicServer, claude: anthropic.AsyncAnthropic
+) -> None:
+    fake.set_scenario([{"type": "stream_stall", "after": 1, "seconds": 0.05, "resume": True}])
+    texts, final = await sdk_stream(claude)
+    assert "".join(texts) == text_of(final) == compose_reply(PROMPT, MODEL)
+    entry = await logged_stream(fake)
+    assert (entry["stream_outcome"], entry["deltas_sent"]) == ("completed", len(texts))
+
+
+@pytest.mark.parametrize("after", [0, 3])
+async def test_stream_error_after_k_deltas(
+    fake: FakeAnthropicServer, claude: anthropic.AsyncAnthropic, after: int
+) -> None:
+    fake.set_scenario([{"type": "stream_error", "status": 500, "after": after}])
+    texts = await sdk_stream_until_error(claude, anthropic.APIStatusError)
+    assert len(texts) == after
+    entry = await logged_stream(fake)
+    assert (entry["stream_outcome"], entry["deltas_sent"]) == ("fault", after)
+
+
+async def test_stream_disconnect_after_k_deltas(
+    fake: FakeAnthropicServer, claude: anthropic.AsyncAnthropic
+) -> None:
+    fake.set_scenario([{"type": "stream_disconnect", "after": 4}])
+    texts = await sdk_stream_until_error(claude, httpx2.RemoteProtocolError)
+    assert len(texts) == 4
+    entry = await logged_stream(fake)
+    assert (entry["stream_outcome"], entry["deltas_sent"]) == ("fault", 4)
+
+
+async def test_fault_after_more_deltas_than_the_answer_has(
+    fake: FakeAnthropicServer, claude: anthropic.AsyncAnthropic
+) -> None:
+    fake.set_scenario([{"type": "stream_error", "after": 50, "text": "short answer"}])
+    texts = await sdk_stream_until_error(claude, anthropic.APIStatusError)
+    assert "".join(texts) == "short answer"
+
+
+async def test_closing_the_sdk_stream_early_is_logged_as_client_closed(
+    fake: FakeAnthropicServer, claude: anthropic.AsyncAnthropic
+) -> None:
+    # After one delta the server holds the stream open (it would resume after an hour).
+    fake.set_scenario([{"type": "stream_stall", "after": 1, "resume": True}])
+    async with claude.messages.stream(
+        model=MODEL, max_tokens=1024, messages=[{"role": "user", "content": PROMPT}]
+    ) as stream:
+        async for event in stream:
+            if event.type == "text":
+                break
+    entry = await logged_stream(fake)
+    assert (entry["stream_outcome"], entry["deltas_sent"]) == ("client_closed", 1)
+
+
+async def test_stream_behaviors_list_their_defaults(fake: FakeAnthropicServer) -> None:
+    stored = fake.set_scenario(
+        [{"type": "stream_stall"}, {"type": "stream_error"}, {"type": "stream_paced"}]
+    )
+    assert stored == [
+        {"type": "stream_stall", "seconds": 3600.0, "resume": False, "after": 2, "times": 1},
+        {"type": "stream_error", "status": 529, "after": 2, "times": 1},
+        {"type": "stream_paced", "deltas": 10, "interval": 0.5, "times": 1},
+    ]
+
+
+async def test_stream_directives(
+    fake: FakeAnthropicServer, claude: anthropic.AsyncAnthropic
+) -> None:
+    texts, _ = await sdk_stream(claude, "Pace it [fake:paced=3,0.001]")
+    assert len(texts) == 3
+    prompt = "Pause [fake:stall=0.01,1,true]"
+    texts, _ = await sdk_stream(claude, prompt)
+    assert "".join(texts) == compose_reply(prompt, MODEL)
+    stalled = await logged_stream(fake)
+    assert (stalled["behavior"], stalled["stream_outcome"]) == ("stream_stall", "completed")
+    error_prompt = "[fake:stream_error=529,1]"
+    assert len(await sdk_stream_until_error(claude, anthropic.APIStatusError, error_prompt)) == 1
+    dropped = await sdk_stream_until_error(
+        claude, httpx2.RemoteProtocolError, "[fake:disconnect=0]"
+    )
+    assert dropped == []
+
+
+@pytest.mark.parametrize(
+    "directive", ["[fake:paced=0]", "[fake:paced=2,x]", "[fake:stall=1,2,3,4]", "[fake:stall=,,x]"]
+)
+async def test_bad_stream_directives_are_400(
+    claude: anthropic.AsyncAnthropic, directive: str
+) -> None:
+    with pytest.raises(anthropic.BadRequestError, match="fake directive"):
+        await ask(claude, directive, stream=True)
 
 
 # --- scenario queue, directives and the request log -------------------------------------------
@@ -457,6 +658,10 @@ async def test_request_log_records_each_call(
     assert (first["prompt"], first["stream"], first["behavior"]) == ("first", False, "fail")
     assert (second["prompt"], second["stream"], second["behavior"]) == ("second", True, None)
     assert first["time"] <= second["time"] <= time.time()
+    assert (first["stream_outcome"], first["deltas_sent"]) == (None, None)
+    second = await logged_stream(fake, 1)
+    expected_deltas = len(text_chunks(compose_reply("second", MODEL)))
+    assert (second["stream_outcome"], second["deltas_sent"]) == ("completed", expected_deltas)
     fake.clear()
     assert fake.requests() == []
 
@@ -469,6 +674,11 @@ async def test_request_log_records_each_call(
         [{"type": "fail", "status": 200}],
         [{"type": "delay", "seconds": -1}],
         [{"type": "reply", "text": "x", "times": 0}],
+        [{"type": "stream_paced", "deltas": 0}],
+        [{"type": "stream_paced", "interval": "fast"}],
+        [{"type": "stream_error", "after": -1}],
+        [{"type": "stream_disconnect", "after": 1.5}],
+        [{"type": "stream_stall", "resume": "yes"}],
         "not a list",
     ],
 )
@@ -597,7 +807,10 @@ def fake_process() -> Iterator[str]:
     command = [sys.executable, "-m", "aigen.dev.anthropic", "--port", "0", "--latency-ms", "1"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         try:
-            yield re.search(r"http://127\.0\.0\.1:\d+", process.stdout.readline()).group(0)
+            assert process.stdout is not None
+            announced = re.search(r"http://127\.0\.0\.1:\d+", process.stdout.readline())
+            assert announced, "the fake did not announce its URL"
+            yield announced.group(0)
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=5) == 0

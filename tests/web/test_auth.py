@@ -13,7 +13,7 @@ from quart import Quart
 from aigen.app import create_app
 from aigen.dev.oidc_provider import LocalOIDCProvider
 from aigen.web.current_user import DEFAULT_NEXT, safe_next
-from tests.fake_provider import FakeProvider, ServedApp
+from tests.fake_provider import FakeProvider
 from tests.helpers import page_csrf_token
 
 CALLBACK = "/auth/callback"
@@ -132,7 +132,7 @@ async def test_denied_at_the_provider_shows_a_readable_page(
 def foreign_provider() -> Iterator[FakeProvider]:
     """A provider that signs ID tokens with its own key and claims chosen by the test."""
     fake = FakeProvider()
-    with ServedApp(fake.app, fake.port):
+    with fake.served():
         yield fake
 
 

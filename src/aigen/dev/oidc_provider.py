@@ -1,7 +1,6 @@
 """The local sign-in provider (oidc-provider-mock) for development and tests, never production."""
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -11,6 +10,8 @@ from typing import IO, Self
 from urllib.parse import quote
 
 import httpx
+
+from aigen.dev.serving import find_free_port
 
 HOST = "127.0.0.1"  # the mock runs Flask's debugger: loopback only
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -25,13 +26,6 @@ STDERR_TAIL_BYTES = 2000
 
 class LocalOIDCProviderError(RuntimeError):
     """The local sign-in provider could not be started or used."""
-
-
-def find_free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 class LocalOIDCProvider:
@@ -68,7 +62,7 @@ class LocalOIDCProvider:
             raise LocalOIDCProviderError("the local sign-in provider never runs in production")
         if self._process is not None:
             return
-        self._port = self._port or find_free_port()
+        self._port = self._port or find_free_port(HOST)
         self._stderr = tempfile.TemporaryFile()  # a pipe could fill up and stall the server
         self._process = subprocess.Popen(
             self._command(),
