@@ -755,6 +755,18 @@ async def test_webhook_target_changes_at_run_time(
         assert (fake.webhook_url, fake.webhook_secret) == (receiver.webhook_url, SECRET)
 
 
+async def test_bad_webhook_target_is_refused(fake: FakeStripeServer, receiver: Receiver) -> None:
+    with pytest.raises(FakeStripeAdminError, match="http"):
+        await fake.set_webhook("http://[::1")
+    with pytest.raises(ValueError, match="http"):
+        fake.webhook_url = "ftp://example.com/hook"
+    with pytest.raises(ValueError, match="secret"):
+        fake.webhook_secret = ""
+    with pytest.raises(ValueError, match="http"):
+        FakeStripeServer(webhook_url="example.com/hook")
+    assert (fake.webhook_url, fake.webhook_secret) == (receiver.webhook_url, SECRET)
+
+
 async def test_admin_complete_checkout_without_the_page(
     fake: FakeStripeServer, client: stripe.StripeClient, receiver: Receiver
 ) -> None:

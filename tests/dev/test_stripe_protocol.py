@@ -11,7 +11,7 @@ import stripe
 from aigen.dev.stripe.objects import add_interval
 from aigen.dev.stripe.protocol import StripeError, invalid_api_key, parse_form
 from aigen.dev.stripe.server import DEFAULT_API_KEY, DEFAULT_PORT, parse_args
-from aigen.dev.stripe.webhooks import event_payload, signature_header
+from aigen.dev.stripe.webhooks import _post, delivery_client, event_payload, signature_header
 
 
 def form(query: str) -> dict[str, object]:
@@ -102,6 +102,19 @@ def test_invalid_key_message_shows_only_the_ends() -> None:
     assert message == "Invalid API Key provided: sk_test_****************9876"
     assert "secret" not in message
     assert invalid_api_key("short").message.endswith("*****")
+
+
+async def test_an_unparseable_url_is_a_failed_attempt_not_a_crash() -> None:
+    # Regression: httpx.InvalidURL is no httpx.HTTPError and once ended the delivery worker.
+    async with delivery_client() as client:
+        attempt = await _post(client, "http://[::1", b"{}", "whsec_x")
+    assert attempt["succeeded"] is False and "InvalidURL" in attempt["error"]
+
+
+def test_cli_refuses_a_bad_webhook_url(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--webhook-url", "localhost:5000/hook"])
+    assert "http(s) URL" in capsys.readouterr().err
 
 
 def test_cli_defaults_and_options() -> None:

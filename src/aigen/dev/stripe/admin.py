@@ -112,9 +112,12 @@ async def set_webhook_target() -> Response:
     dispatcher = current_state().dispatcher
     url = body.get("url", dispatcher.target.url)
     secret = body.get("secret", dispatcher.target.secret)
-    if not isinstance(url, str | None) or not isinstance(secret, str) or not secret:
-        raise StripeError(400, "url must be a string or null and secret a non-empty string")
-    dispatcher.target = WebhookTarget(url, secret)
+    if not isinstance(url, str | None) or not isinstance(secret, str):
+        raise StripeError(400, "url must be a string or null and secret a string")
+    try:
+        dispatcher.target = WebhookTarget(url, secret)
+    except ValueError as error:
+        raise StripeError(400, str(error)) from None
     return jsonify({"url": url})
 
 

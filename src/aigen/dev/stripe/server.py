@@ -295,7 +295,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the secret key accepted")
     parser.add_argument("--webhook-url", default=None, help="where events are POSTed")
     parser.add_argument("--webhook-secret", default=DEFAULT_WEBHOOK_SECRET)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        WebhookTarget(args.webhook_url, args.webhook_secret)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,6 +29,21 @@ class WebhookTarget:
     url: str | None
     secret: str
 
+    def __post_init__(self) -> None:
+        if self.url is not None and not is_http_url(self.url):
+            raise ValueError(f"webhook URL must be an http(s) URL with a host: {self.url!r}")
+        if not self.secret:
+            raise ValueError("webhook secret must not be empty")
+
+
+def is_http_url(url: str) -> bool:
+    """Tell whether ``url`` is an absolute http(s) URL that httpx can parse."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.host)
+
 
 @dataclass
 class Delivery:
@@ -121,7 +136,7 @@ async def _post(client: httpx.AsyncClient, url: str, payload: bytes, secret: str
     attempt: dict[str, Any] = {"at": now(), "status": None, "error": None, "succeeded": False}
     try:
         response = await client.post(url, content=payload, headers=headers)
-    except httpx.HTTPError as error:
+    except (httpx.HTTPError, httpx.InvalidURL) as error:  # either way the endpoint missed it
         attempt["error"] = f"{type(error).__name__}: {error}"
         return attempt
     attempt["status"] = response.status_code
