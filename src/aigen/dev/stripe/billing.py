@@ -165,9 +165,7 @@ def complete_checkout(state: FakeStripeState, session_id: str, email: str | None
     """Pay an open session: customer, subscription, the session marked complete, then events."""
     session = state.get("checkout.session", session_id)
     if session["status"] != "open":
-        raise StripeError(
-            400, f"This Checkout Session is {session['status']}.", code="checkout_session_inactive"
-        )
+        raise StripeError(400, f"This Checkout Session is {session['status']}.")
     customer, created = _paying_customer(state, session, email)
     session |= {
         "status": "complete",
@@ -178,12 +176,7 @@ def complete_checkout(state: FakeStripeState, session_id: str, email: str | None
     }
     subscription = None
     if session["mode"] == "subscription":
-        details = state.checkout_details[session_id]
-        subscription = subscription_json(
-            customer["id"], details.line_items, details.subscription_metadata
-        )
-        state.add("subscription", subscription)
-        session |= {"subscription": subscription["id"], "invoice": subscription["latest_invoice"]}
+        subscription = _start_subscription(state, session)
     else:
         session["payment_intent"] = new_id("pi")
     if created:
@@ -192,6 +185,15 @@ def complete_checkout(state: FakeStripeState, session_id: str, email: str | None
     if subscription is not None:
         state.emit("customer.subscription.created", subscription)
     return session
+
+
+def _start_subscription(state: FakeStripeState, session: JsonObject) -> JsonObject:
+    details = state.checkout_details[session["id"]]
+    subscription = subscription_json(
+        session["customer"], details.line_items, details.subscription_metadata
+    )
+    session |= {"subscription": subscription["id"], "invoice": subscription["latest_invoice"]}
+    return state.add("subscription", subscription)
 
 
 def _paying_customer(

@@ -90,7 +90,7 @@ def checkout_session_json(fields: JsonObject, line_items: list[JsonObject]) -> J
     """An open Checkout Session built from its parsed parameters (``fields``)."""
     created = now()
     amount = sum(item["amount_total"] for item in line_items)
-    session = {
+    return {
         "id": fields["id"],
         "object": "checkout.session",
         "adaptive_pricing": None,
@@ -146,7 +146,6 @@ def checkout_session_json(fields: JsonObject, line_items: list[JsonObject]) -> J
         "ui_mode": "hosted",
         "url": fields["url"],
     }
-    return session
 
 
 def customer_json(email: str | None, name: str | None, metadata: dict[str, str]) -> JsonObject:
@@ -302,6 +301,7 @@ def event_json(
     previous_attributes: JsonObject | None = None,
     request_id: str | None = None,
     idempotency_key: str | None = None,
+    pending_webhooks: int = 1,
 ) -> JsonObject:
     """An event carrying a snapshot of the object as it is now."""
     data: JsonObject = {"object": copy.deepcopy(data_object)}
@@ -314,7 +314,7 @@ def event_json(
         "created": now(),
         "data": data,
         "livemode": False,
-        "pending_webhooks": 1,
+        "pending_webhooks": pending_webhooks,
         "request": {"id": request_id, "idempotency_key": idempotency_key},
         "type": event_type,
     }

@@ -82,8 +82,8 @@ class FakeStripeState:
         origin: EventOrigin = NO_ORIGIN,
     ) -> JsonObject:
         """Record an event about ``obj`` as it is now and hand it to the webhook dispatcher."""
-        event = event_json(event_type, obj, previous_attributes, *origin)
-        event["pending_webhooks"] = 0 if self.dispatcher.target.url is None else 1
+        endpoints = 0 if self.dispatcher.target.url is None else 1
+        event = event_json(event_type, obj, previous_attributes, *origin, endpoints)
         self.add("event", event)
         self.dispatcher.send(event)
         return event
