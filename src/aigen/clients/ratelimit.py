@@ -25,7 +25,6 @@ from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "aigen:ratelimit:"
 REDIS_TIMEOUT = 0.5
 REDIS_MAX_CONNECTIONS = 50
 MAX_PERIOD = 366 * 86400.0  # keeps TAT arithmetic in microseconds exact in Lua's doubles
@@ -171,7 +170,7 @@ def storage_key(key: str, limit: RateLimit) -> str:
 class RedisRateLimiter:
     """GCRA shared by all processes: one EVALSHA round trip per hit, Redis TIME as the clock."""
 
-    def __init__(self, redis: redis.asyncio.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, redis: redis.asyncio.Redis, *, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
         # redis-py's Script sends EVALSHA and falls back to SCRIPT LOAD on NOSCRIPT.
