@@ -7,18 +7,19 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 import stripe
+from stripe.params.checkout import SessionCreateParams
 
+from aigen.dev.serving import answers, find_free_port
 from aigen.dev.stripe import (
     DEFAULT_API_KEY,
     DEFAULT_PRICE_ID,
@@ -33,8 +34,6 @@ SUCCESS_PATH = "/billing/success?session_id={CHECKOUT_SESSION_ID}"
 CANCEL_PATH = "/billing/cancelled"
 RETURN_PATH = "/account"
 SECRET = "whsec_test_secret"
-# stripe's HTTPXClient posts bytes through httpx's deprecated ``data=``; not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 
 
 @dataclass(frozen=True)
@@ -138,9 +137,9 @@ async def browser() -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-def checkout_params(receiver: Receiver, **overrides: Any) -> dict[str, Any]:
-    """What the billing feature sends to start an upgrade to Pro."""
-    params: dict[str, Any] = {
+def checkout_params(receiver: Receiver, **overrides: Any) -> SessionCreateParams:
+    """What the billing feature sends to start an upgrade to Pro, with ``overrides`` applied."""
+    params: SessionCreateParams = {
         "mode": "subscription",
         "line_items": [{"price": DEFAULT_PRICE_ID, "quantity": 1}],
         "client_reference_id": "42",
@@ -149,7 +148,9 @@ def checkout_params(receiver: Receiver, **overrides: Any) -> dict[str, Any]:
         "success_url": receiver.url + SUCCESS_PATH,
         "cancel_url": receiver.url + CANCEL_PATH,
     }
-    return params | overrides
+    # Overrides go beyond the SDK's type on purpose: unknown keys, wrong types, and None (which
+    # the SDK leaves out of the request) are how the tests reach the stand-in's validation.
+    return cast(SessionCreateParams, {**params, **overrides})
 
 
 async def paid_session(
@@ -181,7 +182,8 @@ async def test_checkout_session_has_stripe_shape(
     )
     assert session.customer is None and session.subscription is None
     assert session.customer_email == "ada@example.com"
-    assert session.client_reference_id == "42" and session.metadata.to_dict() == {"user_id": "42"}
+    assert session.client_reference_id == "42"
+    assert session.metadata is not None and session.metadata.to_dict() == {"user_id": "42"}
     assert session.success_url == receiver.url + SUCCESS_PATH
     assert (session.amount_total, session.currency) == (2000, "usd")
     assert session.expires_at > session.created
@@ -194,9 +196,11 @@ async def test_checkout_session_retrieved_with_line_items(
     session = await client.v1.checkout.sessions.retrieve_async(
         created.id, {"expand": ["line_items"]}
     )
-    assert session.id == created.id and session.metadata.to_dict() == {"user_id": "42"}
+    assert session.id == created.id
+    assert session.metadata is not None and session.metadata.to_dict() == {"user_id": "42"}
     assert session.line_items is not None
     (item,) = session.line_items.data
+    assert item.price is not None
     assert (item.quantity, item.amount_total, item.price.id) == (1, 2000, DEFAULT_PRICE_ID)
     listed = await client.v1.checkout.sessions.line_items.list_async(created.id)
     assert [line.id for line in listed.data] == [item.id]
@@ -215,6 +219,7 @@ async def test_price_set_at_run_time_is_served_and_charged(
 ) -> None:
     await fake.set_price("price_pro_yearly", unit_amount=19000, interval="year", currency="eur")
     price = await client.v1.prices.retrieve_async("price_pro_yearly")
+    assert price.recurring is not None
     assert (price.unit_amount, price.currency, price.recurring.interval) == (19000, "eur", "year")
     items = [{"price": "price_pro_yearly", "quantity": 2}]
     session = await client.v1.checkout.sessions.create_async(
@@ -236,6 +241,7 @@ def test_prices_given_at_construction() -> None:
     with FakeStripeServer(prices={"price_team": {"unit_amount": 5000}}) as server:
         client = stripe.StripeClient(server.api_key, base_addresses={"api": server.api_base})
         price = client.v1.prices.retrieve("price_team")
+        assert price.recurring is not None
         assert (price.unit_amount, price.recurring.interval) == (5000, "month")
         with pytest.raises(stripe.InvalidRequestError):
             client.v1.prices.retrieve(DEFAULT_PRICE_ID)
@@ -247,7 +253,8 @@ async def test_checkout_for_an_existing_customer_keeps_it(
     customer = await client.v1.customers.create_async(
         {"email": "bob@example.com", "metadata": {"user_id": "7"}}
     )
-    assert customer.id.startswith("cus_") and customer.metadata.to_dict() == {"user_id": "7"}
+    assert customer.id.startswith("cus_")
+    assert customer.metadata is not None and customer.metadata.to_dict() == {"user_id": "7"}
     session = await paid_session(
         client, browser, receiver, customer=customer.id, customer_email=None
     )
@@ -266,7 +273,7 @@ async def test_wrong_key_is_refused_like_stripe(fake: FakeStripeServer) -> None:
     with pytest.raises(stripe.AuthenticationError) as caught:
         await client.v1.prices.retrieve_async(DEFAULT_PRICE_ID)
     assert caught.value.http_status == 401
-    assert caught.value.json_body is not None
+    assert isinstance(caught.value.json_body, dict)
     error = caught.value.json_body["error"]
     assert error["type"] == "invalid_request_error"
     assert error["message"].startswith("Invalid API Key provided: sk_test_")
@@ -356,7 +363,7 @@ async def test_bad_checkout_params_are_invalid_request_errors(
         await client.v1.checkout.sessions.create_async(checkout_params(receiver, **overrides))
     assert caught.value.http_status == 400
     assert (caught.value.param, caught.value.code) == (param, code)
-    assert caught.value.json_body is not None
+    assert isinstance(caught.value.json_body, dict)
     assert caught.value.json_body["error"]["type"] == "invalid_request_error"
 
 
@@ -377,7 +384,8 @@ async def test_one_time_price_in_payment_mode(
 async def test_idempotency_key_replays_the_first_answer(
     client: stripe.StripeClient, receiver: Receiver
 ) -> None:
-    params, options = checkout_params(receiver), {"idempotency_key": "upgrade-42-a"}
+    params = checkout_params(receiver)
+    options: stripe.RequestOptions = {"idempotency_key": "upgrade-42-a"}
     first = await client.v1.checkout.sessions.create_async(params, options)
     again = await client.v1.checkout.sessions.create_async(params, options)
     assert again.id == first.id
@@ -651,6 +659,7 @@ async def test_custom_event_changes_the_subscription(
     event = verified_events(receiver)[-1]
     assert event.id == sent["id"] and event.type == "customer.subscription.updated"
     assert event.data.object.status == "unpaid"
+    assert event.data.previous_attributes is not None
     assert event.data.previous_attributes.to_dict() == {"status": "active"}
     subscription = await client.v1.subscriptions.retrieve_async(str(session.subscription))
     assert subscription.status == "unpaid"
@@ -810,17 +819,23 @@ def test_binds_loopback_only(fake: FakeStripeServer) -> None:
     assert fake.url.startswith("http://127.0.0.1:")
 
 
+def test_server_lifecycle_on_the_port_asked_for() -> None:
+    port = find_free_port()
+    server = FakeStripeServer(port=port)
+    with pytest.raises(RuntimeError, match="FakeStripeServer is not started"):
+        _ = server.url
+    with server:
+        assert server.url == server.api_base == f"http://127.0.0.1:{port}"
+        logged = httpx.get(f"{server.url}/_fake/requests", timeout=10).json()["requests"]
+        assert logged == []  # the start-up probe is not an API call
+    assert not answers("127.0.0.1", port)
+    server.stop()  # a second stop is harmless
+
+
 def test_refuses_to_start_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIGEN_ENV", "production")
     with pytest.raises(RuntimeError, match="production"):
         FakeStripeServer().start()
-
-
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -831,12 +846,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[s
 
 
 def test_cli_refuses_production() -> None:
-    with run_cli("--port", str(free_port()), env={"AIGEN_ENV": "production"}) as process:
+    with run_cli("--port", str(find_free_port()), env={"AIGEN_ENV": "production"}) as process:
         assert process.wait(30) == 2
 
 
 async def test_cli_serves_the_sdk_and_posts_webhooks() -> None:
-    port = free_port()
+    port = find_free_port()
     async with Receiver() as receiver:
         process = run_cli("--port", str(port), "--webhook-url", receiver.webhook_url,
                           "--webhook-secret", SECRET)  # fmt: skip

@@ -5,31 +5,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import ssl
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
 import httpx
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 
+from aigen.dev.serving import (
+    LOOPBACK,
+    ThreadedServer,
+    hypercorn_config,
+    listening_socket,
+    serve_app,
+    socket_url,
+)
 from aigen.dev.stripe import billing
 from aigen.dev.stripe.app import create_fake_stripe_app
 from aigen.dev.stripe.protocol import StripeError
 from aigen.dev.stripe.state import FakeStripeState, new_state
 from aigen.dev.stripe.webhooks import DEFAULT_RETRY_DELAYS, WebhookTarget
 
-HOST = "127.0.0.1"  # a development stand-in: never reachable from another machine
+HOST = LOOPBACK  # a development stand-in: never reachable from another machine
 DEFAULT_PORT = 12111  # the port stripe-mock uses
 DEFAULT_API_KEY = "sk_test_aigen_local"
 DEFAULT_WEBHOOK_SECRET = "whsec_aigen_local"
 PRODUCTION_ENV = "production"
-START_TIMEOUT_SECONDS = 10.0
-STOP_TIMEOUT_SECONDS = 5.0
+READY_PATH = "/_fake/webhook"  # answers once start-up (the webhook worker) is done; logs nothing
 ADMIN_TIMEOUT_SECONDS = 30.0
 PriceSpecs = Mapping[str, Mapping[str, Any]]
 
@@ -152,24 +155,6 @@ def build_state(
     return state
 
 
-def listening_socket(port: int) -> socket.socket:
-    """Bind 127.0.0.1 and listen, so the real port is known before the server starts."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((HOST, port))
-    sock.listen(128)
-    return sock
-
-
-def hypercorn_config(sock: socket.socket, loglevel: str) -> Config:
-    """A hypercorn config serving an already bound socket (which it takes over)."""
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]
-    config.loglevel = loglevel
-    config.graceful_timeout = 1.0
-    return config
-
-
 class FakeStripeServer(FakeStripeAdmin):
     """The stand-in on 127.0.0.1 in a daemon thread with its own event loop; also its admin."""
 
@@ -192,21 +177,17 @@ class FakeStripeServer(FakeStripeAdmin):
             retry_delays=retry_delays,
         )
         self.app = create_fake_stripe_app(self._state)
-        self.app.before_serving(self._mark_ready)
-        self._requested_port = port
-        self._port: int | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._shutdown: asyncio.Event | None = None
-        self._error: BaseException | None = None
+        self._server = ThreadedServer(
+            self.app, port=port, name="fake-stripe", ready_path=READY_PATH
+        )
 
     @property
     def url(self) -> str:
         """The root URL, e.g. ``http://127.0.0.1:40123``: the SDK's API base."""
-        if self._port is None:
-            raise RuntimeError("FakeStripeServer is not started")
-        return f"http://{HOST}:{self._port}"
+        try:
+            return self._server.url
+        except RuntimeError:
+            raise RuntimeError("FakeStripeServer is not started") from None
 
     @property
     def api_base(self) -> str:
@@ -243,46 +224,18 @@ class FakeStripeServer(FakeStripeAdmin):
     def start(self) -> FakeStripeServer:
         """Start serving; return once requests are answered."""
         refuse_in_production()
-        sock = listening_socket(self._requested_port)
-        self._port = sock.getsockname()[1]
-        config = hypercorn_config(sock, "WARNING")
-        self._thread = threading.Thread(
-            target=self._run, args=(config,), name=f"fake-stripe-{self._port}", daemon=True
-        )
-        self._thread.start()
-        if not self._ready.wait(START_TIMEOUT_SECONDS) or self._error is not None:
-            raise RuntimeError("the Stripe stand-in failed to start") from self._error
+        self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and wait for the thread to end."""
-        if self._loop is not None and self._shutdown is not None:
-            self._loop.call_soon_threadsafe(self._shutdown.set)
-        if self._thread is not None:
-            self._thread.join(STOP_TIMEOUT_SECONDS)
-        self._thread = self._loop = self._shutdown = None
+        self._server.stop()
 
     def __enter__(self) -> FakeStripeServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-    async def _mark_ready(self) -> None:
-        self._ready.set()
-
-    def _run(self, config: Config) -> None:
-        try:
-            asyncio.run(self._serve(config))
-        except BaseException as error:  # reported to start(); a daemon thread has no one else
-            self._error = error
-        finally:
-            self._ready.set()
-
-    async def _serve(self, config: Config) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._shutdown = asyncio.Event()
-        await serve(self.app, config, shutdown_trigger=self._shutdown.wait)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -314,10 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = build_state(
         api_key=args.api_key, webhook_url=args.webhook_url, webhook_secret=args.webhook_secret
     )
-    sock = listening_socket(args.port)
-    url = f"http://{HOST}:{sock.getsockname()[1]}"
+    sock = listening_socket(HOST, args.port)
+    url = socket_url(sock)
     key = args.api_key if args.api_key == DEFAULT_API_KEY else "the --api-key given"
     print(f"Stripe stand-in on {url} (API base; secret key: {key})", flush=True)
     print(f"Webhooks to {args.webhook_url or '(none: events are only kept)'}", flush=True)
-    asyncio.run(serve(create_fake_stripe_app(state), hypercorn_config(sock, "INFO")))
+    asyncio.run(serve_app(create_fake_stripe_app(state), hypercorn_config(sock)))
     return 0
