@@ -24,6 +24,17 @@ import asyncpg
 Pool: TypeAlias = asyncpg.Pool
 
 SESSION_SETTINGS = {"timezone": "UTC"}
+COMMAND_TIMEOUT = 30.0
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without a reset: behind transaction pooling there is no session of ours to reset.
+
+    asyncpg rolls back a transaction left open before calling this.
+    """
+
+
+TRANSACTION_POOLING: dict[str, Any] = {"statement_cache_size": 0, "reset": _keep_session}
 
 
 async def create_pool(dsn: str, max_size: int, *, pgbouncer: bool = False) -> Pool:
@@ -32,9 +43,9 @@ async def create_pool(dsn: str, max_size: int, *, pgbouncer: bool = False) -> Po
         dsn,
         min_size=1,
         max_size=max_size,
-        command_timeout=30,
+        command_timeout=COMMAND_TIMEOUT,
         server_settings=SESSION_SETTINGS,
-        **(_TRANSACTION_POOLING if pgbouncer else {}),
+        **(TRANSACTION_POOLING if pgbouncer else {}),
     )
 
 
@@ -45,13 +56,3 @@ async def connect(dsn: str) -> asyncpg.Connection:
     statements would break behind PgBouncer's transaction pooling.
     """
     return await asyncpg.connect(dsn, statement_cache_size=0, server_settings=SESSION_SETTINGS)
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Release without a reset: behind transaction pooling there is no session of ours to reset.
-
-    asyncpg rolls back a transaction left open before calling this.
-    """
-
-
-_TRANSACTION_POOLING: dict[str, Any] = {"statement_cache_size": 0, "reset": _keep_session}
