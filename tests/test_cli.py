@@ -34,6 +34,19 @@ def test_migrate_reports_up_to_date(cli_env: str, capsys: pytest.CaptureFixture[
     assert "database is up to date" in capsys.readouterr().out
 
 
+def test_migrate_goes_to_the_direct_url(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With DATABASE_DIRECT_URL set, migrating never touches DATABASE_URL (nothing listens)."""
+    from aigen.dev.serving import find_free_port
+
+    nowhere = f"postgresql://postgres@127.0.0.1:{find_free_port()}/nowhere"
+    monkeypatch.setenv("DATABASE_URL", nowhere)
+    monkeypatch.setenv("DATABASE_DIRECT_URL", cli_env)
+    assert main(["migrate"]) == 0
+    assert "database is up to date" in capsys.readouterr().out
+
+
 def test_users_list(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["users", "list"]) == 0
     line = capsys.readouterr().out.strip()

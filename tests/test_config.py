@@ -21,6 +21,7 @@ def test_defaults_match_the_documented_table() -> None:
     assert settings.public_url == "http://127.0.0.1:8000"
     assert settings.redirect_uri == "http://127.0.0.1:8000/auth/callback"
     assert settings.db_pool_max == 10
+    assert (settings.database_pgbouncer, settings.database_direct_url) == (False, None)
     assert settings.oidc_discovery_url == (
         "https://accounts.google.com/.well-known/openid-configuration"
     )
@@ -65,6 +66,8 @@ def test_values_are_parsed() -> None:
         ("LOG_LEVEL", "chatty"),
         ("PUBLIC_URL", "127.0.0.1:8000"),
         ("DATABASE_URL", "mysql://db/x"),
+        ("DATABASE_PGBOUNCER", "maybe"),
+        ("DATABASE_DIRECT_URL", "db.internal:5432"),
         ("OIDC_DISCOVERY_URL", "accounts.google.com"),
         ("ANTHROPIC_BASE_URL", "ftp://x"),
         ("REDIS_URL", "http://cache"),
@@ -154,3 +157,41 @@ def test_production_refuses_development_shortcuts(change: dict[str, str], messag
 )
 def test_production_accepts_encrypted_or_local_mail(smtp_url: str) -> None:
     assert load_settings({**PRODUCTION, "SMTP_URL": smtp_url}).smtp_url == smtp_url
+
+
+# --- PgBouncer in front of PostgreSQL -----------------------------------------------------------
+
+BOUNCED = "postgresql://aigen:pw@pgbouncer.internal:6432/aigen"
+DIRECT = "postgresql://aigen:direct-pw@db.internal:5432/aigen"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("true", True), ("YES", True), ("0", False), ("false", False), ("no", False)],
+)
+def test_pgbouncer_flag_is_parsed(value: str, expected: bool) -> None:
+    settings = load_settings({"DATABASE_URL": BOUNCED, "DATABASE_PGBOUNCER": value})
+    assert settings.database_pgbouncer is expected
+
+
+def test_migrations_go_past_pgbouncer_when_a_direct_url_is_set() -> None:
+    bounced = {"DATABASE_URL": BOUNCED, "DATABASE_PGBOUNCER": "1"}
+    assert load_settings(bounced).migration_database_url == BOUNCED
+    direct = load_settings({**bounced, "DATABASE_DIRECT_URL": DIRECT})
+    assert (direct.required_database_url, direct.migration_database_url) == (BOUNCED, DIRECT)
+
+
+def test_a_direct_url_needs_the_database_url() -> None:
+    with pytest.raises(ConfigError, match="DATABASE_DIRECT_URL is set without DATABASE_URL"):
+        load_settings({"DATABASE_DIRECT_URL": DIRECT})
+
+
+def test_production_accepts_pgbouncer_and_never_shows_the_direct_password() -> None:
+    settings = load_settings(
+        {**PRODUCTION, "DATABASE_PGBOUNCER": "1", "DATABASE_DIRECT_URL": DIRECT}
+    )
+    assert settings.database_pgbouncer and settings.migration_database_url == DIRECT
+    assert "direct-pw" not in repr(settings)
+    with pytest.raises(ConfigError) as raised:
+        load_settings({**PRODUCTION, "DATABASE_DIRECT_URL": "mysql://u:direct-pw@db/x"})
+    assert "DATABASE_DIRECT_URL" in str(raised.value) and "direct-pw" not in str(raised.value)

@@ -142,7 +142,11 @@ async def _start() -> None:
 
     runtime: Runtime = current_app.extensions[EXTENSION_KEY]
     settings = runtime.settings
-    runtime.pool = await create_pool(settings.required_database_url, settings.db_pool_max)
+    runtime.pool = await create_pool(
+        settings.required_database_url,
+        settings.db_pool_max,
+        pgbouncer=settings.database_pgbouncer,
+    )
     await _require_migrated(runtime.pool)
     runtime.claude = ClaudeClient(
         api_key=settings.anthropic_api_key or LOCAL_API_KEY,

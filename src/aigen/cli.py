@@ -17,6 +17,7 @@ from aigen.core.plans import PLANS
 from aigen.logs import configure_logging
 from aigen.store import repository
 from aigen.store.migrations import migrate
+from aigen.store.pool import connect
 
 log = logging.getLogger("aigen")
 
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return serve(settings, args.host, args.port, args.workers)
         if args.command == "migrate":
-            applied = asyncio.run(migrate(settings.required_database_url))
+            applied = asyncio.run(migrate(settings.migration_database_url))
             print(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
             return 0
         return asyncio.run(manage_users(settings, args))
@@ -82,11 +83,11 @@ def _start_stand_ins(settings: Settings, stack: ExitStack, *, serving: bool) -> 
 
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> int:
-    """Migrate, then run hypercorn with the app factory in each worker."""
+    """Migrate (past PgBouncer if DATABASE_DIRECT_URL is set), then run hypercorn workers."""
     from hypercorn.config import Config
     from hypercorn.run import run
 
-    asyncio.run(migrate(settings.required_database_url))
+    asyncio.run(migrate(settings.migration_database_url))
     config = Config()
     config.application_path = "aigen.app:create_app()"
     config.bind = [f"{host}:{port}"]
@@ -105,7 +106,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
 
 async def manage_users(settings: Settings, args: argparse.Namespace) -> int:
     """The `aigen users ...` sub-commands."""
-    conn = await asyncpg.connect(settings.required_database_url)
+    conn = await connect(settings.required_database_url)
     try:
         if args.users_command == "list":
             for listed in await repository.select_users(conn):

@@ -16,6 +16,8 @@ GOOGLE_DISCOVERY_URL = "https://accounts.google.com/.well-known/openid-configura
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENVIRONMENTS = ("development", "production")
 DEFAULT_SECRET_KEY = "aigen-development-only-secret-key"
+FLAG_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+DATABASE_SCHEMES = ("postgresql", "postgres")
 
 # Names of the local stand-ins; `aigen serve` lists the ones it started in AIGEN_DEV_DEFAULTS.
 EMBEDDED_POSTGRES = "embedded PostgreSQL"
@@ -39,6 +41,10 @@ class Settings:
     secret_key: str = field(default=DEFAULT_SECRET_KEY, repr=False)
     public_url: str = "http://127.0.0.1:8000"
     database_url: str | None = field(default=None, repr=False)
+    # DATABASE_URL leads to PgBouncer in transaction pooling mode (see store/pool.py).
+    database_pgbouncer: bool = False
+    # Past PgBouncer, straight to PostgreSQL: migrations go there when it is set.
+    database_direct_url: str | None = field(default=None, repr=False)
     db_pool_max: int = 10
     google_client_id: str | None = None
     google_client_secret: str | None = field(default=None, repr=False)
@@ -78,6 +84,11 @@ class Settings:
         if not self.database_url:
             raise ConfigError("DATABASE_URL is not set")
         return self.database_url
+
+    @property
+    def migration_database_url(self) -> str:
+        """Where migrations run: DATABASE_DIRECT_URL when set, else DATABASE_URL."""
+        return self.database_direct_url or self.required_database_url
 
     @property
     def stale_after(self) -> float:
@@ -155,6 +166,14 @@ class _Reader:
 
         return self.parsed(name, default, parse, "a number of seconds > 0")
 
+    def flag(self, name: str, default: bool) -> bool:
+        def parse(raw: str) -> bool:
+            if raw.lower() not in FLAG_VALUES:
+                raise ValueError(raw)
+            return FLAG_VALUES[raw.lower()]
+
+        return self.parsed(name, default, parse, "1 or 0")
+
     @overload
     def url(self, name: str, default: None, schemes: tuple[str, ...]) -> str | None: ...
 
@@ -183,7 +202,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         env=env if env in ENVIRONMENTS else default.env,
         secret_key=read.text("SECRET_KEY", default.secret_key),
         public_url=read.url("PUBLIC_URL", default.public_url, ("http", "https")).rstrip("/"),
-        database_url=read.url("DATABASE_URL", None, ("postgresql", "postgres")),
+        database_url=read.url("DATABASE_URL", None, DATABASE_SCHEMES),
+        database_pgbouncer=read.flag("DATABASE_PGBOUNCER", default.database_pgbouncer),
+        database_direct_url=read.url("DATABASE_DIRECT_URL", None, DATABASE_SCHEMES),
         db_pool_max=read.positive_int("DB_POOL_MAX", default.db_pool_max, minimum=2),
         google_client_id=read.text("GOOGLE_CLIENT_ID"),
         google_client_secret=read.text("GOOGLE_CLIENT_SECRET"),
@@ -247,6 +268,8 @@ def _check_consistency(settings: Settings, errors: list[str]) -> None:
     """Cross-field rules; production refuses every development default."""
     if bool(settings.google_client_id) != bool(settings.google_client_secret):
         errors.append("GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET must be set together")
+    if settings.database_direct_url and not settings.database_url:
+        errors.append("DATABASE_DIRECT_URL is set without DATABASE_URL: set both or neither")
     if not settings.is_production:
         return
     if settings.secret_key == DEFAULT_SECRET_KEY:

@@ -1,4 +1,8 @@
-"""The numbered plain-SQL migrations in sql/, applied once under an advisory lock."""
+"""The numbered plain-SQL migrations in sql/, applied once under an advisory lock.
+
+Each file runs in one transaction, directly or through PgBouncer (transaction pooling): a file
+must not need a session of its own (SET LOCAL, never SET; no CREATE INDEX CONCURRENTLY).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,19 @@ from pathlib import Path
 import asyncpg
 
 from aigen.paths import SQL_DIR
+from aigen.store.pool import connect
 
 log = logging.getLogger(__name__)
 
 # Any constant works; it only has to be the same for every process migrating this database.
 MIGRATION_LOCK_ID = 0x61696765  # "aige"
+CREATE_MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " version integer PRIMARY KEY, name text NOT NULL,"
+    " applied_at timestamptz NOT NULL DEFAULT now())"
+)
+IS_APPLIED = "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)"
+RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
 
 
 @dataclass(frozen=True)
@@ -35,31 +47,31 @@ def load_migrations(folder: Path = SQL_DIR) -> list[Migration]:
 
 
 async def apply_migrations(conn: asyncpg.Connection, migrations: list[Migration]) -> list[int]:
-    """Apply the migrations not yet recorded, under an advisory lock; return versions applied."""
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
-    try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-        applied = []
-        for migration in migrations:
-            if migration.version in done:
-                continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                    migration.version,
-                    migration.name,
-                )
+    """Apply the migrations not yet recorded, one transaction each; return the versions applied.
+
+    The advisory lock is taken per transaction, not per session, so that it also holds through
+    PgBouncer's transaction pooling, where one session's statements may reach several server
+    connections (and a session lock could be released on the wrong one, or never).
+    """
+    pending = set(await pending_migrations(conn, migrations))
+    applied = []
+    for migration in migrations:
+        if migration.version in pending and await _apply(conn, migration):
             log.info("applied migration %03d_%s", migration.version, migration.name)
             applied.append(migration.version)
-        return applied
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+    return applied
+
+
+async def _apply(conn: asyncpg.Connection, migration: Migration) -> bool:
+    """Apply one migration under the lock; False when another process applied it meanwhile."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
+        await conn.execute(CREATE_MIGRATIONS_TABLE)
+        if await conn.fetchval(IS_APPLIED, migration.version):
+            return False
+        await conn.execute(migration.sql)
+        await conn.execute(RECORD_MIGRATION, migration.version, migration.name)
+    return True
 
 
 async def pending_migrations(conn: asyncpg.Connection, migrations: list[Migration]) -> list[int]:
@@ -73,7 +85,7 @@ async def pending_migrations(conn: asyncpg.Connection, migrations: list[Migratio
 
 async def migrate(dsn: str) -> list[int]:
     """Connect once and apply pending migrations (used by `aigen migrate` and start-up)."""
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn)
     try:
         return await apply_migrations(conn, load_migrations())
     finally:
