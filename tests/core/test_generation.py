@@ -8,6 +8,7 @@ import pytest
 
 from aigen.core.errors import InvalidInput, UpstreamFailed
 from aigen.core.generation import STALE_ERROR, sweep_stale, validate_prompt
+from aigen.store.pool import create_pool
 from aigen.web.runtime import EXTENSION_KEY
 from tests.helpers import make_user
 
@@ -24,7 +25,8 @@ async def reserve_abandoned(db, user_id: int, age_seconds: int) -> int:
     return generation_id
 
 
-async def test_sweeper_fails_and_refunds_only_stale_reservations(app, db) -> None:
+async def test_sweeper_fails_and_refunds_only_stale_reservations(database_url: str, db) -> None:
+    """A pool of its own: a running app's start-up sweep would race with these rows."""
     ada = await make_user(db, "ada@example.com")
     bob = await make_user(db, "bob@example.com")
     old_ada = await reserve_abandoned(db, ada.id, 3600)
@@ -32,7 +34,7 @@ async def test_sweeper_fails_and_refunds_only_stale_reservations(app, db) -> Non
     old_bob_2 = await reserve_abandoned(db, bob.id, 7200)
     fresh = await reserve_abandoned(db, ada.id, 1)
 
-    pool = app.extensions[EXTENSION_KEY].pool
+    pool = await create_pool(database_url, max_size=2)
     assert await sweep_stale(pool, older_than_seconds=600) == 3
 
     statuses = dict(await db.fetch("SELECT id, status FROM generations"))
@@ -47,6 +49,7 @@ async def test_sweeper_fails_and_refunds_only_stale_reservations(app, db) -> Non
     used = dict(await db.fetch("SELECT email, credits_used FROM users"))
     assert used == {"ada@example.com": 1, "bob@example.com": 0}
     assert await sweep_stale(pool, older_than_seconds=600) == 0
+    await pool.close()
 
 
 async def test_sweeper_runs_at_start_up(app_settings, db) -> None:
