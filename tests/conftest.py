@@ -78,7 +78,7 @@ def oidc_provider() -> Iterator[LocalOIDCProvider]:
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to an emptied test database (each test starts from no data)."""
     conn = await asyncpg.connect(database_url)
-    await conn.execute("TRUNCATE users, generations RESTART IDENTITY CASCADE")
+    await conn.execute("TRUNCATE users, generations, stripe_events RESTART IDENTITY CASCADE")
     yield conn
     await conn.close()
 

@@ -85,7 +85,7 @@ def run_sql(database_url: str, sql: str, *args: object) -> object:
 @pytest.fixture
 def clean_db(database_url: str, fake_claude: FakeAnthropicServer) -> str:
     """An emptied database and an empty Claude scenario; returns the database URL."""
-    run_sql(database_url, "TRUNCATE users, generations RESTART IDENTITY CASCADE")
+    run_sql(database_url, "TRUNCATE users, generations, stripe_events RESTART IDENTITY CASCADE")
     fake_claude.clear()
     return database_url
 
