@@ -53,6 +53,8 @@ SESSION_DAYS = 30
 DRAIN_MARGIN = 5.0
 # Used only when no ANTHROPIC_API_KEY is configured and the local server answers instead.
 LOCAL_API_KEY = "local-development-key"
+# Stripe's hosted Checkout and customer portal pages.
+STRIPE_PAGE_ORIGINS = ("https://checkout.stripe.com", "https://billing.stripe.com")
 
 
 def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
@@ -76,7 +78,9 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     for module in (health, auth, api, pages, generate, verification, billing):
         app.register_blueprint(module.blueprint)
     csrf.init_app(app, settings.public_url)
-    security_headers.init_app(app, production=settings.is_production)
+    security_headers.init_app(
+        app, production=settings.is_production, form_targets=_stripe_page_origins(settings)
+    )
     templating.init_app(app)
     register_error_handlers(app)
     rate_limits.init_app(app, settings.forwarded_hops)
@@ -105,6 +109,15 @@ def _configure(app: Quart, settings: Settings) -> None:
         SESSION_COOKIE_SAMESITE="Lax",
         TEMPLATES_AUTO_RELOAD=not settings.is_production,
     )
+
+
+def _stripe_page_origins(settings: Settings) -> tuple[str, ...]:
+    """Where the billing forms' redirects lead: Stripe's hosted pages, or the stand-in's."""
+    if not settings.billing_enabled:
+        return ()
+    if settings.stripe_api_base:
+        return (csrf.origin_of(settings.stripe_api_base),)
+    return STRIPE_PAGE_ORIGINS
 
 
 def _announce_defaults(settings: Settings) -> None:

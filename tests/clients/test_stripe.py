@@ -23,8 +23,6 @@ from tests.helpers import STRIPE_WEBHOOK_SECRET
 
 SUCCESS_URL = "http://127.0.0.1:8000/billing/success?session_id={CHECKOUT_SESSION_ID}"
 CANCEL_URL = "http://127.0.0.1:8000/pricing"
-# stripe's HTTPXClient posts bytes through httpx's deprecated ``data=``; not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 
 
 @pytest.fixture

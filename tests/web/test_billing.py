@@ -30,8 +30,6 @@ from tests.helpers import (
 )
 
 WEBHOOK = "/billing/webhook"
-# stripe's HTTPXClient posts bytes through httpx's deprecated ``data=``; not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 
 
 class Served:
@@ -298,3 +296,20 @@ async def test_stripe_unreachable_start_up_and_pages_still_work(
         assert checkout.status_code == 503
         assert "Payments are unavailable right now" in await checkout.get_data(as_text=True)
         assert (await client.get("/generate")).status_code == 200
+
+
+async def test_forms_may_lead_to_the_stripe_pages(billing_app: Served, fake_stripe) -> None:
+    """Regression: Chromium applies CSP form-action to the redirect after a POST, so the 303 of
+    /billing/checkout to Stripe's page was blocked while form-action named only 'self'."""
+    async with httpx.AsyncClient() as http:
+        policy = (await http.get(billing_app.url + "/pricing")).headers["Content-Security-Policy"]
+    assert f"form-action 'self' {fake_stripe.url};" in policy
+
+
+async def test_production_forms_may_lead_to_stripes_hosted_pages(app_settings) -> None:
+    from aigen.app import STRIPE_PAGE_ORIGINS, _stripe_page_origins
+    from aigen.config import load_settings
+
+    stripe_env = {"STRIPE_SECRET_KEY": "sk_x", "STRIPE_PRICE_ID": "p", "STRIPE_WEBHOOK_SECRET": "w"}
+    assert _stripe_page_origins(load_settings(stripe_env)) == STRIPE_PAGE_ORIGINS
+    assert _stripe_page_origins(load_settings({})) == ()

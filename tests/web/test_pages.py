@@ -566,8 +566,9 @@ async def test_unverified_free_user_sees_one_banner_and_credits_awaiting_verific
     assert html.count('hx-post="/verify-email/resend"') == 1
     assert "disabled" in generate_button(html)
     assert "Verify your e-mail address to start generating." in html
-    nav = matched(r'<span id="nav-credits"[^>]*>([^<]*)</span>', html).group(1)
-    assert nav == "Credits arrive with verification"
+    nav = matched(r'<span id="nav-credits"[^>]*>([^<]*)</span>', html)
+    assert nav.group(1) == "Verify for credits"
+    assert 'title="Your free credits arrive with verification"' in nav.group(0)
     assert "Your credits arrive with verification" in dashboard
     assert "credits left" not in html and "credits left" not in dashboard
 
