@@ -313,3 +313,25 @@ async def test_production_forms_may_lead_to_stripes_hosted_pages(app_settings) -
     stripe_env = {"STRIPE_SECRET_KEY": "sk_x", "STRIPE_PRICE_ID": "p", "STRIPE_WEBHOOK_SECRET": "w"}
     assert _stripe_page_origins(load_settings(stripe_env)) == STRIPE_PAGE_ORIGINS
     assert _stripe_page_origins(load_settings({})) == ()
+
+
+async def test_a_pro_user_is_not_sent_to_checkout_again(
+    billing_app: Served, fake_stripe, db
+) -> None:
+    pro = await make_user(db, "pro@example.com", plan="PRO")
+    async with signed_in(billing_app.app, pro.id) as client:
+        token = await page_csrf_token(client, "/pricing")
+        response = await client.post("/billing/checkout", form={"csrf_token": token})
+    assert response.status_code == 303 and response.headers["Location"] == "/pricing"
+    assert not [r for r in await fake_stripe.requests() if r["path"] == "/v1/checkout/sessions"]
+
+
+async def test_portal_without_a_stripe_customer_is_404(billing_app: Served, db) -> None:
+    pro = await make_user(db, "byhand@example.com", plan="PRO")  # set by an operator
+    async with signed_in(billing_app.app, pro.id) as client:
+        token = await page_csrf_token(client, "/dashboard")
+        dashboard = await (await client.get("/dashboard")).get_data(as_text=True)
+        response = await client.post("/billing/portal", form={"csrf_token": token})
+    assert "Manage billing" not in dashboard
+    assert response.status_code == 404
+    assert "no billing account for you yet" in await response.get_data(as_text=True)
