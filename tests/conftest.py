@@ -15,10 +15,12 @@ from quart.typing import TestClientProtocol
 from aigen.app import create_app
 from aigen.dev.anthropic import FakeAnthropicServer
 from aigen.dev.oidc_provider import LocalOIDCProvider
+from aigen.dev.stripe import DEFAULT_PRICE_ID, FakeStripeServer
 from aigen.store.migrations import migrate
 from aigen.store.repository import User
 from tests.helpers import (
     ROOT,
+    STRIPE_WEBHOOK_SECRET,
     TEST_SECRET_KEY,
     make_user,
     recreate_database,
@@ -74,11 +76,35 @@ def oidc_provider() -> Iterator[LocalOIDCProvider]:
         yield provider
 
 
+@pytest.fixture(scope="session")
+def fake_stripe() -> Iterator[FakeStripeServer]:
+    """The local Stripe stand-in, shared by the session; tests point its webhooks where needed."""
+    with FakeStripeServer(webhook_secret=STRIPE_WEBHOOK_SECRET, retry_delays=(0.05, 0.1)) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def stripe_settings(
+    app_settings: dict[str, str], fake_stripe: FakeStripeServer
+) -> dict[str, str]:
+    """app_settings with billing through the stand-in (its webhooks go nowhere until pointed)."""
+    await fake_stripe.set_webhook(None, STRIPE_WEBHOOK_SECRET)
+    await fake_stripe.set_price(DEFAULT_PRICE_ID, unit_amount=2000, currency="usd")
+    await fake_stripe.clear()
+    return {
+        **app_settings,
+        "STRIPE_SECRET_KEY": fake_stripe.api_key,
+        "STRIPE_PRICE_ID": DEFAULT_PRICE_ID,
+        "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+        "STRIPE_API_BASE": fake_stripe.api_base,
+    }
+
+
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to an emptied test database (each test starts from no data)."""
     conn = await asyncpg.connect(database_url)
-    await conn.execute("TRUNCATE users, generations RESTART IDENTITY CASCADE")
+    await conn.execute("TRUNCATE users, generations, stripe_events RESTART IDENTITY CASCADE")
     yield conn
     await conn.close()
 

@@ -30,6 +30,7 @@ from aigen.store.repository import User
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-for-production-0123456789"
 GENERATE = "/api/generate"
+STRIPE_WEBHOOK_SECRET = "whsec_aigen_tests"
 # Every setting production requires, with values that pass its checks.
 PRODUCTION = {
     "AIGEN_ENV": "production",

@@ -9,6 +9,7 @@ from aigen.config import (
     EMBEDDED_POSTGRES,
     LOCAL_CLAUDE,
     LOCAL_SIGN_IN,
+    LOCAL_STRIPE,
     ConfigError,
     load_settings,
 )
@@ -31,7 +32,13 @@ def test_defaults_match_the_documented_table() -> None:
     assert settings.rate_limit == RateLimit(10, 60.0)
     assert settings.login_rate_limit == RateLimit(20, 60.0)
     assert settings.log_level == "INFO"
-    assert settings.missing_services() == [EMBEDDED_POSTGRES, LOCAL_SIGN_IN, LOCAL_CLAUDE]
+    assert settings.missing_services() == [
+        EMBEDDED_POSTGRES,
+        LOCAL_SIGN_IN,
+        LOCAL_CLAUDE,
+        LOCAL_STRIPE,
+    ]
+    assert not settings.billing_enabled and settings.support_email is None
 
 
 def test_values_are_parsed() -> None:
@@ -102,6 +109,43 @@ def test_google_id_and_secret_go_together() -> None:
         load_settings({"GOOGLE_CLIENT_ID": "id"})
 
 
+STRIPE = {
+    "STRIPE_SECRET_KEY": "sk_live_x",
+    "STRIPE_PRICE_ID": "price_pro",
+    "STRIPE_WEBHOOK_SECRET": "whsec_x",
+}
+
+
+@pytest.mark.parametrize("left_out", sorted(STRIPE))
+def test_stripe_settings_go_together(left_out: str) -> None:
+    partial = {name: value for name, value in STRIPE.items() if name != left_out}
+    with pytest.raises(ConfigError, match="must be set together") as raised:
+        load_settings(partial)
+    assert "sk_live_x" not in str(raised.value) and "whsec_x" not in str(raised.value)
+
+
+def test_stripe_settings_enable_billing_and_stay_out_of_repr() -> None:
+    settings = load_settings({**STRIPE, "STRIPE_API_BASE": "http://127.0.0.1:12111"})
+    assert settings.billing_enabled and LOCAL_STRIPE not in settings.missing_services()
+    assert settings.stripe_api_base == "http://127.0.0.1:12111"
+    assert "sk_live_x" not in repr(settings) and "whsec_x" not in repr(settings)
+
+
+def test_production_runs_without_billing_or_with_real_stripe() -> None:
+    closed = load_settings(PRODUCTION)
+    assert not closed.billing_enabled and closed.missing_services() == []
+    assert load_settings({**PRODUCTION, **STRIPE}).billing_enabled
+
+
+@pytest.mark.parametrize("value", ["help", "help@localhost", "a b@example.com", "@example.com"])
+def test_support_email_must_be_an_address(value: str) -> None:
+    with pytest.raises(ConfigError, match="SUPPORT_EMAIL"):
+        load_settings({"SUPPORT_EMAIL": value})
+    assert load_settings({"SUPPORT_EMAIL": "help@aigen.example"}).support_email == (
+        "help@aigen.example"
+    )
+
+
 def test_complete_production_settings_are_accepted() -> None:
     settings = load_settings(PRODUCTION)
     assert settings.is_production and settings.missing_services() == []
@@ -139,6 +183,8 @@ def test_production_refuses_to_start_without(missing: str) -> None:
         ),
         ({"ANTHROPIC_BASE_URL": "http://gateway.internal"}, "ANTHROPIC_BASE_URL must use https"),
         ({"SMTP_URL": "smtp://mail.internal:25"}, "SMTP_URL must use TLS"),
+        ({**STRIPE, "STRIPE_API_BASE": "http://127.0.0.1:12111"}, "STRIPE_API_BASE is for"),
+        ({"AIGEN_DEV_DEFAULTS": LOCAL_STRIPE}, "refuses development defaults: local Stripe"),
     ],
 )
 def test_production_refuses_development_shortcuts(change: dict[str, str], message: str) -> None:

@@ -17,6 +17,7 @@ from aigen.clients.claude import ClaudeClient
 from aigen.clients.mail import BackgroundMailer, Mailer, OutboxMailer, SMTPMailer, parse_smtp_url
 from aigen.clients.oidc import OIDCClient
 from aigen.clients.ratelimit import build_limiter
+from aigen.clients.stripe import PriceCache, StripeBilling
 from aigen.config import (
     IN_PROCESS_RATE_LIMITER,
     LOCAL_OUTBOX,
@@ -33,6 +34,7 @@ from aigen.store.pool import create_pool
 from aigen.web import (
     api,
     auth,
+    billing,
     csrf,
     generate,
     health,
@@ -51,6 +53,8 @@ SESSION_DAYS = 30
 DRAIN_MARGIN = 5.0
 # Used only when no ANTHROPIC_API_KEY is configured and the local server answers instead.
 LOCAL_API_KEY = "local-development-key"
+# Stripe's hosted Checkout and customer portal pages.
+STRIPE_PAGE_ORIGINS = ("https://checkout.stripe.com", "https://billing.stripe.com")
 
 
 def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
@@ -71,10 +75,12 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     _configure(app, settings)
     app.extensions[EXTENSION_KEY] = Runtime(settings=settings)
     QuartAuth(app)
-    for module in (health, auth, api, pages, generate, verification):
+    for module in (health, auth, api, pages, generate, verification, billing):
         app.register_blueprint(module.blueprint)
     csrf.init_app(app, settings.public_url)
-    security_headers.init_app(app, production=settings.is_production)
+    security_headers.init_app(
+        app, production=settings.is_production, form_targets=_stripe_page_origins(settings)
+    )
     templating.init_app(app)
     register_error_handlers(app)
     rate_limits.init_app(app, settings.forwarded_hops)
@@ -105,6 +111,15 @@ def _configure(app: Quart, settings: Settings) -> None:
     )
 
 
+def _stripe_page_origins(settings: Settings) -> tuple[str, ...]:
+    """Where the billing forms' redirects lead: Stripe's hosted pages, or the stand-in's."""
+    if not settings.billing_enabled:
+        return ()
+    if settings.stripe_api_base:
+        return (csrf.origin_of(settings.stripe_api_base),)
+    return STRIPE_PAGE_ORIGINS
+
+
 def _announce_defaults(settings: Settings) -> None:
     for name in settings.dev_defaults:
         log.warning("development mode: using the %s", name)
@@ -118,6 +133,12 @@ def _announce_defaults(settings: Settings) -> None:
             "development mode: SMTP_URL is unset, mail goes to the log and the %s in %s",
             LOCAL_OUTBOX,
             _outbox(settings).resolve(),
+        )
+    if settings.is_production and not settings.billing_enabled:
+        log.warning(
+            "STRIPE_SECRET_KEY, STRIPE_PRICE_ID and STRIPE_WEBHOOK_SECRET are unset: upgrades to"
+            " Pro are closed (the pricing page says so%s)",
+            f" and names {settings.support_email}" if settings.support_email else "",
         )
     if settings.is_production and not settings.forwarded_hops:
         log.warning(
@@ -175,6 +196,23 @@ async def _start() -> None:
     )
     sweeper = sweep_forever(runtime.pool, settings.stale_after, settings.sweep_interval)
     runtime.background.add(asyncio.create_task(sweeper))
+    _start_billing(runtime)
+
+
+def _start_billing(runtime: Runtime) -> None:
+    """Stripe's client (made in the serving loop, which its HTTP client belongs to) and the
+    price, read in the background so that start-up never waits on Stripe."""
+    settings = runtime.settings
+    if not settings.billing_enabled:
+        return
+    runtime.billing = StripeBilling(
+        secret_key=settings.stripe_secret_key or "",
+        price_id=settings.stripe_price_id or "",
+        webhook_secret=settings.stripe_webhook_secret or "",
+        api_base=settings.stripe_api_base,
+    )
+    runtime.prices = PriceCache(runtime.billing)
+    runtime.background.add(asyncio.create_task(runtime.prices.refresh_forever()))
 
 
 async def _require_migrated(pool: asyncpg.Pool) -> None:
@@ -206,8 +244,8 @@ async def _stop() -> None:
         await mailer.drain()
     if runtime.redis is not None:
         await runtime.redis.aclose()
-    for name in ("claude", "oidc"):
-        client: ClaudeClient | OIDCClient | None = getattr(runtime, name, None)
+    for name in ("claude", "oidc", "billing"):
+        client: ClaudeClient | OIDCClient | StripeBilling | None = getattr(runtime, name, None)
         if client is not None:
             await client.aclose()
     pool: asyncpg.Pool | None = getattr(runtime, "pool", None)

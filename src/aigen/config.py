@@ -25,6 +25,8 @@ LOCAL_SIGN_IN = "local sign-in provider"
 LOCAL_CLAUDE = "local Claude-compatible server"
 IN_PROCESS_RATE_LIMITER = "in-process rate limiter"
 LOCAL_OUTBOX = "local mail outbox"
+LOCAL_STRIPE = "local Stripe-compatible server"
+STRIPE_SETTINGS = ("STRIPE_SECRET_KEY", "STRIPE_PRICE_ID", "STRIPE_WEBHOOK_SECRET")
 
 T = TypeVar("T")
 
@@ -67,6 +69,16 @@ class Settings:
     sweep_interval: float = 60.0
     log_level: str = "INFO"
     dev_defaults: tuple[str, ...] = field(default_factory=tuple)
+    stripe_secret_key: str | None = field(default=None, repr=False)
+    stripe_price_id: str | None = None
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
+    stripe_api_base: str | None = None
+    support_email: str | None = None
+
+    @property
+    def billing_enabled(self) -> bool:
+        """Whether upgrades go through Stripe (all three STRIPE_* settings are set)."""
+        return bool(self.stripe_secret_key and self.stripe_price_id and self.stripe_webhook_secret)
 
     @property
     def is_production(self) -> bool:
@@ -104,6 +116,8 @@ class Settings:
             missing.append(LOCAL_SIGN_IN)
         if not self.anthropic_api_key:
             missing.append(LOCAL_CLAUDE)
+        if not self.billing_enabled and not self.is_production:
+            missing.append(LOCAL_STRIPE)  # production may run without billing: upgrades closed
         return missing
 
     def in_process_defaults(self) -> list[str]:
@@ -229,6 +243,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sweep_interval=read.positive_float("AIGEN_SWEEP_INTERVAL", default.sweep_interval),
         log_level=_log_level(read, default.log_level),
         dev_defaults=_dev_defaults(read),
+        stripe_secret_key=read.text("STRIPE_SECRET_KEY"),
+        stripe_price_id=read.text("STRIPE_PRICE_ID"),
+        stripe_webhook_secret=read.text("STRIPE_WEBHOOK_SECRET"),
+        stripe_api_base=read.url("STRIPE_API_BASE", None, ("http", "https")),
+        support_email=_support_email(read),
     )
     _check_consistency(settings, read.errors)
     if read.errors:
@@ -259,6 +278,16 @@ def _log_level(read: _Reader, default: str) -> str:
     return read.parsed("LOG_LEVEL", default, parse, " or ".join(LOG_LEVELS))
 
 
+def _support_email(read: _Reader) -> str | None:
+    def parse(raw: str) -> str:
+        local, _, domain = raw.partition("@")
+        if not local or "." not in domain or any(char.isspace() for char in raw):
+            raise ValueError(raw)
+        return raw
+
+    return read.parsed("SUPPORT_EMAIL", None, parse, "an e-mail address such as help@example.com")
+
+
 def _dev_defaults(read: _Reader) -> tuple[str, ...]:
     raw = read.text("AIGEN_DEV_DEFAULTS", "") or ""
     return tuple(name.strip() for name in raw.split(",") if name.strip())
@@ -270,8 +299,20 @@ def _check_consistency(settings: Settings, errors: list[str]) -> None:
         errors.append("GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET must be set together")
     if settings.database_direct_url and not settings.database_url:
         errors.append("DATABASE_DIRECT_URL is set without DATABASE_URL: set both or neither")
+    stripe_values = (
+        settings.stripe_secret_key,
+        settings.stripe_price_id,
+        settings.stripe_webhook_secret,
+    )
+    if any(stripe_values) and not all(stripe_values):
+        errors.append(", ".join(STRIPE_SETTINGS) + " must be set together (all three or none)")
     if not settings.is_production:
         return
+    # Production without Stripe is allowed (upgrades are closed), never with the stand-in.
+    if settings.stripe_api_base:
+        errors.append(
+            "STRIPE_API_BASE is for development and tests only (it points the SDK at a stand-in)"
+        )
     if settings.secret_key == DEFAULT_SECRET_KEY:
         errors.append("SECRET_KEY is required in production")
     elif len(settings.secret_key) < 32:

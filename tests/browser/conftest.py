@@ -15,7 +15,8 @@ from aigen.app import create_app
 from aigen.dev.anthropic import FakeAnthropicServer
 from aigen.dev.oidc_provider import LocalOIDCProvider
 from aigen.dev.serving import LOOPBACK, ThreadedServer, find_free_port
-from tests.helpers import TEST_SECRET_KEY
+from aigen.dev.stripe import DEFAULT_PRICE_ID, FakeStripeServer
+from tests.helpers import STRIPE_WEBHOOK_SECRET, TEST_SECRET_KEY
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -48,7 +49,52 @@ def served_app(
 ) -> Iterator[ThreadedServer]:
     """The real app over real HTTP with the local Claude and sign-in provider (no stand-ins)."""
     port = find_free_port()
-    environ = {
+    app = create_app(app_environ(port, database_url, fake_claude, oidc_provider))
+    with ThreadedServer(app, port=port, name="aigen-browser-app", ready_path="/readyz") as server:
+        yield server
+
+
+@dataclass
+class BillingApp:
+    """The app with billing through the local Stripe stand-in, which posts webhooks to it."""
+
+    server: ThreadedServer
+    stripe: FakeStripeServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture(scope="session")
+def billing_app(
+    database_url: str, fake_claude: FakeAnthropicServer, oidc_provider: LocalOIDCProvider
+) -> Iterator[BillingApp]:
+    """Like served_app, with the STRIPE_* settings pointing at a stand-in of its own."""
+    port = find_free_port()
+    webhook_url = f"http://{LOOPBACK}:{port}/billing/webhook"
+    with FakeStripeServer(webhook_url=webhook_url, webhook_secret=STRIPE_WEBHOOK_SECRET) as fake:
+        environ = app_environ(port, database_url, fake_claude, oidc_provider) | {
+            "STRIPE_SECRET_KEY": fake.api_key,
+            "STRIPE_PRICE_ID": DEFAULT_PRICE_ID,
+            "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+            "STRIPE_API_BASE": fake.api_base,
+        }
+        app = create_app(environ)
+        with ThreadedServer(
+            app, port=port, name="aigen-billing-app", ready_path="/readyz"
+        ) as app_server:
+            yield BillingApp(app_server, fake)
+
+
+def app_environ(
+    port: int,
+    database_url: str,
+    fake_claude: FakeAnthropicServer,
+    oidc_provider: LocalOIDCProvider,
+) -> dict[str, str]:
+    """The settings of a browser-tested app served on `port`."""
+    return {
         "AIGEN_ENV": "development",
         "SECRET_KEY": TEST_SECRET_KEY,
         "DATABASE_URL": database_url,
@@ -62,9 +108,6 @@ def served_app(
         "AIGEN_DEV_DEFAULTS": "",
         "PUBLIC_URL": f"http://{LOOPBACK}:{port}",
     }
-    app = create_app(environ)
-    with ThreadedServer(app, port=port, name="aigen-browser-app", ready_path="/readyz") as server:
-        yield server
 
 
 def run_sql(database_url: str, sql: str, *args: object) -> object:
@@ -85,7 +128,7 @@ def run_sql(database_url: str, sql: str, *args: object) -> object:
 @pytest.fixture
 def clean_db(database_url: str, fake_claude: FakeAnthropicServer) -> str:
     """An emptied database and an empty Claude scenario; returns the database URL."""
-    run_sql(database_url, "TRUNCATE users, generations RESTART IDENTITY CASCADE")
+    run_sql(database_url, "TRUNCATE users, generations, stripe_events RESTART IDENTITY CASCADE")
     fake_claude.clear()
     return database_url
 
@@ -126,7 +169,7 @@ class BrowserProblems:
         self.seen.append(f"uncaught: {error}")
 
 
-def open_page(browser, served_app: ThreadedServer, **options):
+def open_page(browser, served_app: ThreadedServer | BillingApp, **options):
     """A fresh context (no cookies) whose requests may not leave the machine."""
     context = browser.new_context(base_url=served_app.url, **{"viewport": LAPTOP, **options})
     # The sign-in mock links a CDN stylesheet: offline means offline, fail it at once.

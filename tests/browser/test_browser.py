@@ -117,8 +117,8 @@ def test_exhausted_credits_show_the_upgrade_banner_and_no_result(
     page: Page, served_app, oidc_provider, fake_claude: FakeAnthropicServer, clean_db
 ) -> None:
     sign_in(page, served_app, oidc_provider, "spent")
+    # Spent elsewhere (another tab) while this page still offers the Generate button.
     run_sql(clean_db, "UPDATE users SET credits_used = credits_limit WHERE sub = 'spent'")
-    page.reload()
     page.get_by_label("Your prompt").fill("One more answer, please")
     page.get_by_role("button", name="Generate", exact=True).click()
     banner = page.locator("#upgrade-banner")
@@ -128,6 +128,10 @@ def test_exhausted_credits_show_the_upgrade_banner_and_no_result(
     expect(page.locator("#nav-credits")).to_have_text("0 credits left")
     assert fake_claude.requests() == []
     shot(page, "05-upgrade-banner")
+    page.reload()  # on load: one banner, and Generate is disabled with the reason
+    expect(banner).to_have_count(1)
+    expect(page.locator("#generate-button")).to_be_disabled()
+    expect(page.locator("#prompt-hint")).to_contain_text("No credits left until")
     banner.get_by_role("link", name="See plans and upgrade").click()
     page.wait_for_url("**/pricing")
     expect(page.locator(".plan")).to_have_count(2)
@@ -285,3 +289,23 @@ def test_phone_and_dark_mode(browser, served_app, oidc_provider, clean_db) -> No
     finally:
         context.close()
     assert problems.seen == []
+
+
+def test_unverified_user_sees_one_banner_and_no_credits_yet(
+    page: Page, served_app, oidc_provider, clean_db
+) -> None:
+    oidc_provider.set_user(
+        "waiting", email="waiting@example.com", email_verified=False, name="Wai Ting"
+    )
+    page.goto("/")
+    page.get_by_role("link", name="Sign in with Google").click()
+    page.wait_for_url(oidc_provider.url + "/**")
+    page.locator('input[name="sub"]').fill("waiting")
+    page.get_by_role("button", name="Authorize", exact=True).click()
+    page.wait_for_url(served_app.url + "/generate")
+    expect(page.locator("#verify-email-banner")).to_have_count(1)
+    expect(page.get_by_role("button", name="Resend the verification e-mail")).to_have_count(1)
+    expect(page.locator("#generate-button")).to_be_disabled()
+    expect(page.locator("#nav-credits")).to_have_text("Verify for credits")
+    expect(page.locator("#usage")).to_contain_text("Your credits arrive with verification")
+    shot(page, "18-unverified")

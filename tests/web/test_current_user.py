@@ -9,6 +9,7 @@ from quart.typing import TestClientProtocol as Client
 from werkzeug.routing import IntegerConverter
 
 from aigen.store.repository import User
+from aigen.web import csrf
 from tests.helpers import signed_in
 
 # (rule, method) that anyone may call; everything else must ask for sign-in.
@@ -22,7 +23,10 @@ PUBLIC = {
     ("/healthz", "GET"),
     ("/readyz", "GET"),
     ("/static/<path:filename>", "GET"),
+    ("/billing/webhook", "POST"),  # Stripe calls it: its signature is the proof, not a session
 }
+# Unsafe routes that need no CSRF token: no browser calls them and they carry no cookie of ours.
+CSRF_EXEMPT = {("/billing/webhook", "POST")}
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -68,7 +72,11 @@ async def test_every_non_public_route_needs_sign_in(app: Quart) -> None:
 
 
 async def test_every_unsafe_route_needs_csrf(app: Quart, user: User, db) -> None:
-    unsafe = [(rule, method, url) for rule, method, url in routes(app) if method in UNSAFE]
+    unsafe = [
+        (rule, method, url)
+        for rule, method, url in routes(app)
+        if method in UNSAFE and (rule, method) not in CSRF_EXEMPT
+    ]
     assert unsafe
     async with signed_in(app, user.id) as client:
         for rule, method, url in unsafe:
@@ -79,6 +87,11 @@ async def test_every_unsafe_route_needs_csrf(app: Quart, user: User, db) -> None
             assert response.status_code == 403, (method, rule)
         assert (await client.get("/dashboard")).status_code == 200  # still signed in
     assert await db.fetchval("SELECT count(*) FROM generations") == 0
+
+
+def test_only_the_stripe_webhook_is_exempt_from_csrf(app: Quart) -> None:
+    exempt = {rule.endpoint for rule in app.url_map.iter_rules() if rule.rule == "/billing/webhook"}
+    assert csrf.EXEMPT_ENDPOINTS == exempt == {"billing.webhook"}
 
 
 @pytest.mark.parametrize("path", ["/generate", "/dashboard", "/history", "/pricing"])

@@ -447,17 +447,22 @@ async def test_another_users_generation_is_404(app: Quart, user_client, db) -> N
 async def test_pricing_compares_free_and_pro_with_limits_from_config(client) -> None:
     html = await text_of(await client.get("/pricing"))
     assert 'id="plan-free"' in html and 'id="plan-pro"' in html
-    assert "3 answers from Claude" in html  # FREE_CREDITS=3
-    assert "How to get Pro" in html and "Unlimited" in html
-    assert "ask your aigen administrator to upgrade your account" in html
+    assert "3 answers from Claude every month" in html  # FREE_CREDITS=3
+    assert "Unlimited" in html
     assert 'href="/login">Start for free' in html
 
 
-async def test_pricing_marks_the_signed_in_users_plan(app: Quart, user_client, db) -> None:
-    html = await text_of(await user_client.get("/pricing"))
+async def test_pricing_without_stripe_says_upgrades_are_not_open_and_never_shows_commands(
+    app_settings, user: User, db
+) -> None:
+    app = create_app({**app_settings, "SUPPORT_EMAIL": "help@aigen.example"})
+    async with app.test_app(), signed_in(app, user.id) as client:
+        html = await text_of(await client.get("/pricing"))
     assert re.search(r'Free <span class="badge">Your plan</span>', html)
-    assert "upgrade <strong>ada@example.com</strong>" in html
-    assert "aigen users set-plan ada@example.com PRO" in html
+    assert "Upgrades are not open yet." in html
+    assert '<a href="mailto:help@aigen.example">help@aigen.example</a>' in html
+    for internal in ("aigen users", "set-plan", "administrator", "coming soon", "/billing/"):
+        assert internal not in html, internal
 
 
 async def test_404_page_is_in_the_layout(client) -> None:
@@ -524,3 +529,84 @@ async def test_generate_page_asks_unverified_free_users_to_verify(
         html = await text_of(await client.get("/generate"))
     assert ("Please verify your e-mail address first." in html) is shown
     assert ('hx-post="/verify-email/resend"' in html) is shown
+
+
+# --- plan states: out of credits, unverified, PRO ----------------------------------------------
+
+
+def generate_button(html: str) -> dict[str, str | None]:
+    [button] = [attrs for tag, attrs in parse_tags(html) if attrs.get("id") == "generate-button"]
+    return button
+
+
+async def test_out_of_credits_on_load_shows_the_banner_and_a_disabled_button_saying_why(
+    app: Quart, db
+) -> None:
+    spent = await make_user(db, "spent@example.com", credits_limit=2)
+    await db.execute("UPDATE users SET credits_used = 2 WHERE id = $1", spent.id)
+    async with signed_in(app, spent.id) as client:
+        html = await text_of(await client.get("/generate"))
+    assert html.count('id="upgrade-banner"') == 1
+    assert "wait until your credits renew on" in html
+    button = generate_button(html)
+    assert "disabled" in button and button["aria-describedby"] == "prompt-hint"
+    hint = matched(r'<p class="hint hint--blocked" id="prompt-hint">([^<]*)<time', html).group(1)
+    assert hint.startswith("No credits left until")
+    assert 'class="nav__credits nav__credits--empty"' in html
+
+
+async def test_unverified_free_user_sees_one_banner_and_credits_awaiting_verification(
+    app: Quart, db
+) -> None:
+    person = await make_user(db, "v@example.com", verified=False)
+    async with signed_in(app, person.id) as client:
+        html = await text_of(await client.get("/generate"))
+        dashboard = await text_of(await client.get("/dashboard"))
+    assert html.count('id="verify-email-banner"') == 1
+    assert html.count('hx-post="/verify-email/resend"') == 1
+    assert "disabled" in generate_button(html)
+    assert "Verify your e-mail address to start generating." in html
+    nav = matched(r'<span id="nav-credits"[^>]*>([^<]*)</span>', html)
+    assert nav.group(1) == "Verify for credits"
+    assert 'title="Your free credits arrive with verification"' in nav.group(0)
+    assert "Your credits arrive with verification" in dashboard
+    assert "credits left" not in html and "credits left" not in dashboard
+
+
+async def test_allowed_user_gets_an_enabled_button_and_no_banner(user_client) -> None:
+    html = await text_of(await user_client.get("/generate"))
+    assert "disabled" not in generate_button(html)
+    assert "upgrade-banner" not in html and "verify-email-banner" not in html
+    assert "Credits renew on" in html
+
+
+CREDIT_WORDING = ("one credit", "credit refunded", "credit was refunded", "credits left")
+
+
+async def test_pro_users_never_read_credit_wording(
+    app: Quart, db, fake_claude: FakeAnthropicServer
+) -> None:
+    pro = await make_user(db, "pro@example.com", plan="PRO")
+    async with signed_in(app, pro.id) as client:
+        pages = [await text_of(await client.get(path)) for path in ("/generate", "/dashboard")]
+        fake_claude.set_scenario([{"type": "fail", "status": 529, "times": 2}])
+        failed = await text_of(await generate(client, "hello"))
+        generation_id = await db.fetchval("SELECT id FROM generations")
+        pages.append(await text_of(await client.get(f"/generations/{generation_id}")))
+        pricing = await text_of(await client.get("/pricing"))
+    assert "Retrying may help:" in failed
+    for html in (*pages, failed):
+        for wording in CREDIT_WORDING:
+            assert wording not in html.lower(), wording
+    assert "Keep generating" not in pricing
+
+
+async def test_pricing_free_card_does_not_say_keep_generating_at_zero_credits(
+    app: Quart, db
+) -> None:
+    spent = await make_user(db, "spent@example.com", credits_limit=2)
+    await db.execute("UPDATE users SET credits_used = 2 WHERE id = $1", spent.id)
+    async with signed_in(app, spent.id) as client:
+        html = await text_of(await client.get("/pricing"))
+    assert "Keep generating" not in html
+    assert "Your free credits are used up. They renew on" in html

@@ -31,8 +31,12 @@ async def save_identity(pool: asyncpg.Pool, identity: Identity, free_credits: in
 
 
 async def load_user(pool: asyncpg.Pool, user_id: int) -> User:
-    """The signed-in user's row; NotSignedIn when the account is gone."""
+    """The signed-in user's row in the current credit period; NotSignedIn when the account is gone.
+
+    An ended period is rolled forward here too, so pages show this month's credits.
+    """
     async with pool.acquire() as conn:
+        await repository.roll_credit_period(conn, user_id)
         user = await repository.select_user(conn, user_id)
     if user is None:
         raise NotSignedIn(ACCOUNT_GONE_MESSAGE)

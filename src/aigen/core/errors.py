@@ -48,6 +48,10 @@ class CreditLimitReached(DomainError):
     """The plan's credits are spent: an upgrade is the way on."""
 
 
+class PaymentsUnavailable(DomainError):
+    """Stripe cannot be reached or refused a checkout or portal session right now."""
+
+
 class RateLimited(DomainError):
     """Too many requests for this key; `decision` says when the next one is allowed."""
 

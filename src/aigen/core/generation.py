@@ -128,8 +128,13 @@ class GenerationService:
         return await limits.check(self.limiter, limits.generate_key(user_id), self.rate_limit)
 
     async def reserve(self, user_id: int, prompt: str) -> Generation:
-        """Lock the user row, check the plan, insert 'pending' and charge, in one transaction."""
+        """Lock the user row, check the plan, insert 'pending' and charge, in one transaction.
+
+        An ended credit period is rolled forward first, in the same transaction, so the check
+        never sees a stale period and a burst at the boundary cannot spend more than the limit.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
+            await repository.roll_credit_period(conn, user_id)
             user = await repository.lock_user(conn, user_id)
             if user is None:
                 raise NotSignedIn(UNAUTHORIZED_MESSAGE)
@@ -185,7 +190,7 @@ class GenerationService:
                 conn, generation.user_id, generation.id, error
             )
             if failed is not None:
-                await repository.refund_credit(conn, generation.user_id)
+                await repository.refund_credit(conn, generation.user_id, generation.id)
 
     async def drain(self, timeout: float) -> None:
         """Let calls in flight finish; cancel (and so refund) what is left after `timeout`.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import Any
 
 from aigen.store.repository import User
@@ -46,6 +47,16 @@ def generation_access(user: User) -> Access:
 def needs_verification(user: User) -> bool:
     """Whether a verification link would unlock anything for this user."""
     return not user.email_verified and not is_unlimited(user)
+
+
+def credits_renew_at(user: User) -> datetime | None:
+    """When the free credits start again from zero (the end of the period); None for PRO."""
+    return None if is_unlimited(user) else user.period_end
+
+
+def can_manage_billing(user: User) -> bool:
+    """Whether the user has a Stripe customer whose billing portal they can open."""
+    return user.stripe_customer_id is not None
 
 
 def credits_json(user: User) -> dict[str, Any]:

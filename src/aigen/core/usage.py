@@ -1,4 +1,9 @@
-"""GET /api/usage: the signed-in user's plan, credits and generations of the current month."""
+"""GET /api/usage: the signed-in user's plan, credits and generations of the current period.
+
+The period is the user's credit period (a UTC calendar month), rolled forward when the user is
+loaded, so the credits and the counted generations cover the same month; its end is when the
+free credits renew.
+"""
 
 from __future__ import annotations
 
@@ -52,9 +57,9 @@ def usage_json(user: User, usage: Usage, start: datetime, end: datetime) -> dict
     }
 
 
-async def usage_report(pool: asyncpg.Pool, user: User, now: datetime) -> dict[str, Any]:
-    """The body of GET /api/usage for the month holding `now`."""
-    start, end = month_period(now)
+async def usage_report(pool: asyncpg.Pool, user: User) -> dict[str, Any]:
+    """The body of GET /api/usage for the user's current credit period."""
+    start, end = user.period_start, user.period_end
     async with pool.acquire() as conn:
         counted = await repository.select_usage(conn, user.id, start, end)
     return usage_json(user, counted, start, end)

@@ -7,16 +7,18 @@ Each one is announced in the log and listed in AIGEN_DEV_DEFAULTS so pages show 
 from __future__ import annotations
 
 import logging
+import secrets
 import warnings
 from contextlib import ExitStack
 from typing import TypedDict
 
-from aigen.config import EMBEDDED_POSTGRES, LOCAL_CLAUDE, LOCAL_SIGN_IN, Settings
+from aigen.config import EMBEDDED_POSTGRES, LOCAL_CLAUDE, LOCAL_SIGN_IN, LOCAL_STRIPE, Settings
 
 log = logging.getLogger(__name__)
 
 LOCAL_CLIENT_ID = "aigen-local"
 LOCAL_CLIENT_SECRET = "aigen-local-secret"
+WEBHOOK_PATH = "/billing/webhook"
 
 
 class DevUser(TypedDict):
@@ -61,6 +63,8 @@ def start_dev_peers(
         environ.update(_local_sign_in(stack))
     if LOCAL_CLAUDE in missing:
         environ["ANTHROPIC_BASE_URL"] = _local_claude(stack)
+    if LOCAL_STRIPE in missing:
+        environ.update(_local_stripe(settings, stack))
     if missing and not database_only:
         environ["AIGEN_DEV_DEFAULTS"] = ",".join([*settings.dev_defaults, *missing])
     return environ
@@ -119,3 +123,24 @@ def _local_claude(stack: ExitStack) -> str:
         server.url,
     )
     return server.base_url
+
+
+def _local_stripe(settings: Settings, stack: ExitStack) -> dict[str, str]:
+    from aigen.dev.stripe import DEFAULT_PRICE_ID, FakeStripeServer
+
+    webhook_url = settings.public_url.rstrip("/") + WEBHOOK_PATH
+    secret = "whsec_" + secrets.token_hex(16)  # a fresh one per run: only this app can verify
+    server = stack.enter_context(FakeStripeServer(webhook_url=webhook_url, webhook_secret=secret))
+    log.warning(
+        "development mode: STRIPE_SECRET_KEY is unset, billing through the %s at %s"
+        " (its pay page accepts any e-mail, no money moves; events go to %s)",
+        LOCAL_STRIPE,
+        server.url,
+        webhook_url,
+    )
+    return {
+        "STRIPE_SECRET_KEY": server.api_key,
+        "STRIPE_PRICE_ID": DEFAULT_PRICE_ID,
+        "STRIPE_WEBHOOK_SECRET": secret,
+        "STRIPE_API_BASE": server.api_base,
+    }

@@ -9,8 +9,11 @@ import asyncpg
 
 USER_COLUMNS = (
     "id, sub, email, email_verified, name, avatar_url, plan, credits_used, credits_limit,"
-    " created_at"
+    " created_at, period_start, period_end, stripe_customer_id, stripe_subscription_id,"
+    " stripe_event_at"
 )
+# The first instant of the UTC calendar month holding now(): the start of a credit period.
+MONTH_START = "date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
 GENERATION_COLUMNS = (
     "id, user_id, prompt, result, status, model, input_tokens, output_tokens, error,"
     " created_at, completed_at"
@@ -31,6 +34,11 @@ class User:
     credits_used: int
     credits_limit: int
     created_at: datetime
+    period_start: datetime  # the credit period credits_used counts (a UTC month, end exclusive)
+    period_end: datetime
+    stripe_customer_id: str | None
+    stripe_subscription_id: str | None
+    stripe_event_at: datetime | None  # `created` of the last subscription event applied
 
 
 @dataclass(frozen=True)
@@ -173,20 +181,47 @@ async def charge_credit(conn: asyncpg.Connection, user_id: int) -> User:
     return User(**dict(row))
 
 
-async def refund_credit(conn: asyncpg.Connection, user_id: int) -> None:
-    """Give back the credit of a generation that failed."""
+async def roll_credit_period(conn: asyncpg.Connection, user_id: int) -> bool:
+    """Move an ended credit period to the current month with nothing used; True if it moved.
+
+    The UPDATE locks the row; a second transaction waiting on it re-reads the row and finds the
+    period current, so a burst at the boundary resets the counter once.
+    """
+    status = await conn.execute(
+        f"""
+        UPDATE users SET period_start = {MONTH_START},
+                         period_end = {MONTH_START} + interval '1 month',
+                         credits_used = 0
+        WHERE id = $1 AND period_end <= now()
+        """,
+        user_id,
+    )
+    return status == "UPDATE 1"
+
+
+async def refund_credit(conn: asyncpg.Connection, user_id: int, generation_id: int) -> None:
+    """Give back the credit of a generation that failed, if it was charged to the current period."""
     await conn.execute(
-        "UPDATE users SET credits_used = GREATEST(credits_used - 1, 0) WHERE id = $1", user_id
+        """
+        UPDATE users SET credits_used = GREATEST(users.credits_used - 1, 0)
+        FROM generations
+        WHERE users.id = $1 AND generations.id = $2 AND generations.user_id = $1
+          AND (generations.credit_period IS NULL
+               OR generations.credit_period = users.period_start)
+        """,
+        user_id,
+        generation_id,
     )
 
 
 async def insert_generation(
     conn: asyncpg.Connection, user_id: int, prompt: str, model: str
 ) -> Generation:
-    """Record a reservation as 'pending'."""
+    """Record a reservation as 'pending', charged to the user's current credit period."""
     row = await conn.fetchrow(
         f"""
-        INSERT INTO generations (user_id, prompt, model) VALUES ($1, $2, $3)
+        INSERT INTO generations (user_id, prompt, model, credit_period)
+        VALUES ($1, $2, $3, (SELECT period_start FROM users WHERE id = $1))
         RETURNING {GENERATION_COLUMNS}
         """,
         user_id,
@@ -292,21 +327,23 @@ async def fail_stale_generations(
     """Fail every reservation pending longer than the cut-off and refund it; return how many.
 
     This is the one statement not scoped by user: it repairs what dead processes left behind.
+    Credits charged to an earlier period are not given back to the current one.
     """
     return await conn.fetchval(
         """
         WITH stale AS (
             UPDATE generations SET status = 'failed', error = $2, completed_at = now()
             WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1)
-            RETURNING user_id
+            RETURNING user_id, credit_period
         ), refunds AS (
-            SELECT user_id, count(*) AS n FROM stale GROUP BY user_id
+            SELECT stale.user_id, count(*) AS n FROM stale JOIN users ON users.id = stale.user_id
+            WHERE stale.credit_period IS NULL OR stale.credit_period = users.period_start
+            GROUP BY stale.user_id
         ), refunded AS (
             UPDATE users SET credits_used = GREATEST(users.credits_used - refunds.n, 0)
             FROM refunds WHERE users.id = refunds.user_id
-            RETURNING refunds.n
         )
-        SELECT coalesce(sum(n), 0)::integer FROM refunded
+        SELECT count(*)::integer FROM stale
         """,
         older_than_seconds,
         error,
@@ -392,3 +429,55 @@ async def select_usage(
         output_tokens=totals["output_tokens"],
         daily=[DailyUsage(row["day"], row["total"], row["output_tokens"]) for row in days],
     )
+
+
+async def lock_user_by_stripe_customer(conn: asyncpg.Connection, customer_id: str) -> User | None:
+    """The user paying through this Stripe customer, locked until the end of the transaction."""
+    row = await conn.fetchrow(
+        f"SELECT {USER_COLUMNS} FROM users WHERE stripe_customer_id = $1 FOR UPDATE", customer_id
+    )
+    return _user(row)
+
+
+async def insert_stripe_event(
+    conn: asyncpg.Connection, event_id: str, event_type: str, created: datetime
+) -> bool:
+    """Record a Stripe event as applied; False when it was recorded before (a replay)."""
+    status = await conn.execute(
+        """
+        INSERT INTO stripe_events (id, type, created) VALUES ($1, $2, $3)
+        ON CONFLICT (id) DO NOTHING
+        """,
+        event_id,
+        event_type,
+        created,
+    )
+    return status == "INSERT 0 1"
+
+
+async def update_user_subscription(
+    conn: asyncpg.Connection,
+    user_id: int,
+    *,
+    plan: str,
+    customer_id: str | None,
+    subscription_id: str | None,
+    event_at: datetime,
+) -> User | None:
+    """Set the plan a subscription event asks for, with the ids and time of that event."""
+    row = await conn.fetchrow(
+        f"""
+        UPDATE users SET plan = $2,
+                         stripe_customer_id = coalesce($3, stripe_customer_id),
+                         stripe_subscription_id = coalesce($4, stripe_subscription_id),
+                         stripe_event_at = $5
+        WHERE id = $1
+        RETURNING {USER_COLUMNS}
+        """,
+        user_id,
+        plan,
+        customer_id,
+        subscription_id,
+        event_at,
+    )
+    return _user(row)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from quart import Blueprint, Response, jsonify, request
 
 from aigen.core.generation import validate_prompt
@@ -39,6 +37,6 @@ async def generate() -> Response:
 
 @blueprint.get("/usage")
 async def usage() -> Response:
-    """The user's plan, credits and this month's generations, tokens and days (UTC)."""
+    """The user's plan, credits (and when they renew) and this period's generations (UTC)."""
     user = await signed_in_user()
-    return jsonify(await usage_report(runtime().pool, user, datetime.now(UTC)))
+    return jsonify(await usage_report(runtime().pool, user))

@@ -28,6 +28,9 @@ SESSION_TOKEN = "csrf_token"
 SESSION_OWNER = "csrf_owner"
 SAME_ORIGIN_FETCH_SITES = frozenset({"same-origin", "none"})
 TOKEN_BYTES = 32
+# Stripe's webhook is no browser request and carries no cookie of ours: it proves itself with
+# the Stripe-Signature header, which the view checks before reading anything. Only it is exempt.
+EXEMPT_ENDPOINTS = frozenset({"billing.webhook"})
 FORBIDDEN_MESSAGE = (
     "This request was refused because it did not come from an aigen page. "
     "Reload the page and try again."
@@ -95,7 +98,9 @@ def is_same_origin_browser_request(public_origin: str) -> bool | None:
 
 async def protect() -> None:
     """before_request: refuse a state-changing request with our cookies but no proof of origin."""
-    if request.method in SAFE_METHODS or not _carries_our_cookies(current_app):
+    if request.method in SAFE_METHODS or request.endpoint in EXEMPT_ENDPOINTS:
+        return
+    if not _carries_our_cookies(current_app):
         return  # without our cookies a request has no authority a forger could borrow
     if await has_valid_token():
         return

@@ -17,6 +17,7 @@ from aigen.core.errors import (
     InvalidInput,
     NotFound,
     NotSignedIn,
+    PaymentsUnavailable,
     RateLimited,
     SignInFailed,
     SignInUnavailable,
@@ -52,6 +53,7 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     Conflict: 409,
     RateLimited: 429,
     SignInUnavailable: 503,
+    PaymentsUnavailable: 503,
 }
 UPSTREAM_STATUS = {
     UpstreamFailed.BAD_ANSWER: 502,

@@ -11,6 +11,7 @@ from quart import Blueprint, Response, render_template, request
 
 from aigen.core.errors import DomainError
 from aigen.core.generation import GenerationOutcome, validate_prompt
+from aigen.core.plans import is_unlimited
 from aigen.web.current_user import is_htmx, login_required, signed_in_user, signed_in_user_id
 from aigen.web.errors import APIError, api_error_from
 from aigen.web.rate_limits import remember
@@ -86,6 +87,8 @@ async def _error_partial(error: APIError) -> tuple[str, dict[str, object]]:
     retry_after = error.extra.get("retry_after")
     retry_helps = bool(error.extra.get("retryable")) or error.status == 429
     charge_note = "Your credit was refunded." if error.status >= 500 else "No credit was used."
+    if error.status != 401 and is_unlimited(await signed_in_user()):
+        charge_note = ""  # Pro has no credits to speak of
     return "generate/_error.html", {
         "error": error,
         "title": ERROR_TITLES.get(error.status, "We couldn't generate an answer"),

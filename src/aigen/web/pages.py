@@ -69,9 +69,11 @@ async def generation_detail(generation_id: int) -> str:
 
 @blueprint.get("/pricing")
 async def pricing() -> str:
-    """Free and Pro side by side, limits from the configuration."""
+    """Free and Pro side by side: limits from the configuration, the price as Stripe last said."""
+    prices = runtime().prices
     return await render_template(
         "pricing/page.html",
         user=await user_if_signed_in(),
         free_credits=runtime().settings.free_credits,
+        price=prices.price if prices is not None else None,
     )

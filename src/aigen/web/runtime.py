@@ -11,6 +11,7 @@ from quart import current_app
 from aigen.clients.claude import ClaudeClient
 from aigen.clients.mail import BackgroundMailer
 from aigen.clients.oidc import OIDCClient
+from aigen.clients.stripe import PriceCache, StripeBilling
 from aigen.config import Settings
 from aigen.core.generation import GenerationService
 from aigen.core.limits import Limiter
@@ -37,6 +38,8 @@ class Runtime:
     limiter: Limiter = field(init=False)
     redis: redis.asyncio.Redis | None = None  # None without REDIS_URL
     mailer: BackgroundMailer = field(init=False)
+    billing: StripeBilling | None = None  # None without the STRIPE_* settings
+    prices: PriceCache | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
 

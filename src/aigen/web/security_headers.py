@@ -27,9 +27,17 @@ HEADERS = {
 HSTS = "max-age=31536000; includeSubDomains"
 
 
-def init_app(app: Quart, *, production: bool) -> None:
-    """Add the headers to every response; HSTS only in production (development is plain http)."""
+def init_app(app: Quart, *, production: bool, form_targets: tuple[str, ...] = ()) -> None:
+    """Add the headers to every response; HSTS only in production (development is plain http).
+
+    `form_targets` are other origins a form may lead to: the browser applies form-action to the
+    redirect after a POST too, so Checkout and the billing portal must be named.
+    """
     headers = dict(HEADERS)
+    if form_targets:
+        headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.replace(
+            "form-action 'self'", " ".join(("form-action 'self'", *form_targets))
+        )
     if production:
         headers["Strict-Transport-Security"] = HSTS
 

@@ -32,6 +32,12 @@ def short_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def long_date(moment: datetime) -> str:
+    """A calendar date in words, in UTC, e.g. 1 December 2026."""
+    day = moment.astimezone(UTC)
+    return f"{day.day} {day:%B %Y}"
+
+
 def init_app(app: Quart) -> None:
     """Offer the globals and filters to every template."""
     app.jinja_env.globals.update(
@@ -40,7 +46,13 @@ def init_app(app: Quart) -> None:
         credits_remaining=plans.credits_remaining,
         generation_access=plans.generation_access,
         Access=plans.Access,
+        credits_renew_at=plans.credits_renew_at,
+        can_manage_billing=plans.can_manage_billing,
     )
     app.jinja_env.filters.update(
-        markdown=markdown_filter, first_line=first_line, iso_utc=iso_utc, short_utc=short_utc
+        markdown=markdown_filter,
+        first_line=first_line,
+        iso_utc=iso_utc,
+        short_utc=short_utc,
+        long_date=long_date,
     )
