@@ -55,6 +55,7 @@ async def test_no_generations_yet(user_client, user) -> None:
         "generations": {"total": 0, "succeeded": 0, "failed": 0},
         "tokens": {"input": 0, "output": 0},
         "daily": [],
+        "keys": [],
     }
 
 
