@@ -36,6 +36,7 @@ from aigen.web import (
     csrf,
     generate,
     health,
+    keys,
     pages,
     rate_limits,
     security_headers,
@@ -71,7 +72,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     _configure(app, settings)
     app.extensions[EXTENSION_KEY] = Runtime(settings=settings)
     QuartAuth(app)
-    for module in (health, auth, api, pages, generate, verification):
+    for module in (health, auth, api, pages, generate, verification, keys):
         app.register_blueprint(module.blueprint)
     csrf.init_app(app, settings.public_url)
     security_headers.init_app(app, production=settings.is_production)
