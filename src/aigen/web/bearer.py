@@ -101,6 +101,9 @@ async def api_user() -> User:
 
 
 async def refuse_api_keys() -> None:
-    """before_request of key management: a key may not make, list or revoke keys (403)."""
-    if bearer_token() is not None:
+    """before_request of key management: a key may not make, list or revoke keys (403).
+
+    Pages ignore the header like every page does: there, the cookie decides.
+    """
+    if bearer_token() is not None and request.path.startswith("/api/"):
         raise APIError(403, KEYS_NEED_A_SESSION)
