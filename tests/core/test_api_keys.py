@@ -21,7 +21,7 @@ async def every_row_as_text(db: asyncpg.Connection) -> str:
         "SELECT quote_ident(tablename) AS name FROM pg_tables WHERE schemaname = 'public'"
     )
     assert {"api_keys", "generations", "users"} <= {table["name"] for table in tables}
-    dumped = []
+    dumped: list[str] = []
     for table in tables:
         rows = await db.fetch(f"SELECT t::text AS row FROM {table['name']} t")
         dumped.extend(row["row"] for row in rows)

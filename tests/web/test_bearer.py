@@ -3,6 +3,7 @@ limited as in the browser; bad keys are 401 and change nothing; no CSRF proof fo
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -338,7 +339,7 @@ async def test_key_and_browser_share_the_users_rate_limit(
 # --- last_used_at: at most one write a minute ----------------------------------------------------
 
 
-async def key_row(db, key_id: int) -> tuple[object, int]:
+async def key_row(db, key_id: int) -> tuple[datetime | None, int]:
     """last_used_at and the row version (xmin changes with every write of the row)."""
     row = await db.fetchrow(
         "SELECT last_used_at, xmin::text::bigint AS version FROM api_keys WHERE id = $1", key_id
@@ -366,6 +367,7 @@ async def test_last_used_at_is_written_at_most_once_a_minute(app: Quart, user: U
     aged, aged_version = await key_row(db, key["id"])
     await client.get(USAGE, headers=bearer(key["key"]))
     noted, noted_version = await key_row(db, key["id"])
+    assert noted is not None and aged is not None
     assert noted > aged and noted_version != aged_version
     async with signed_in(app, user.id) as browser:
         listed = (await (await browser.get(KEYS)).get_json())["keys"][0]
