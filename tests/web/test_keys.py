@@ -181,8 +181,11 @@ async def test_another_users_key_is_404_and_stays_active(app: Quart, user: User,
     assert usage.status_code == 200
 
 
-async def test_missing_key_is_404(user_client) -> None:
-    assert (await user_client.delete(f"{KEYS}/999999")).status_code == 404
+@pytest.mark.parametrize("key_id", ["999999", "9223372036854775807", "9223372036854775808"])
+async def test_missing_key_is_404(user_client, key_id: str) -> None:
+    # Past bigint's range too: a 404, not a query that fails (a 500, as first written).
+    assert (await user_client.delete(f"{KEYS}/{key_id}")).status_code == 404
+    assert (await user_client.get(f"/keys/{key_id}/revoke")).status_code == 404
 
 
 # --- a key cannot manage keys; the cookie follows today's CSRF rules -----------------------------

@@ -30,6 +30,8 @@ blueprint = Blueprint("keys", __name__)
 blueprint.before_request(refuse_api_keys)
 
 NO_STORE = {"Cache-Control": "no-store"}
+# A key id as PostgreSQL's bigint holds it: a larger number is a 404, not a failed query.
+KEY_ID = "<int(max=9223372036854775807):key_id>"
 
 
 # --- JSON API ------------------------------------------------------------------------------------
@@ -51,7 +53,7 @@ async def list_api_keys() -> Response:
     return jsonify({"keys": [key_json(key) for key in keys]})
 
 
-@blueprint.delete("/api/keys/<int:key_id>")
+@blueprint.delete(f"/api/keys/{KEY_ID}")
 async def revoke_api_key(key_id: int) -> tuple[str, int]:
     """Revoke one of the user's keys; it stops working at once."""
     await revoke_key(runtime().pool, signed_in_user_id(), key_id)
@@ -90,7 +92,7 @@ async def create() -> ResponseTypes:
     return Response(await _render_page(**context), status=status, headers=NO_STORE)
 
 
-@blueprint.get("/keys/<int:key_id>/revoke")
+@blueprint.get(f"/keys/{KEY_ID}/revoke")
 @login_required
 async def confirm_revoke(key_id: int) -> str:
     """Ask before revoking: the list with this key's row asking to confirm."""
@@ -101,7 +103,7 @@ async def confirm_revoke(key_id: int) -> str:
     return await _render_page(confirming=key.id)
 
 
-@blueprint.post("/keys/<int:key_id>/revoke")
+@blueprint.post(f"/keys/{KEY_ID}/revoke")
 @login_required
 async def revoke(key_id: int) -> str | ResponseTypes:
     """Revoke the key; the list comes back without it."""
