@@ -25,5 +25,29 @@
     form.requestSubmit(submitter || undefined);
   });
 
+  // <button data-copy="#id"> copies the value (or text) of #id, e.g. a new API key. Where the
+  // Clipboard API is missing (plain http off localhost) it selects the text for Ctrl+C instead.
+  document.addEventListener("click", function (event) {
+    var button = event.target instanceof Element ? event.target.closest("[data-copy]") : null;
+    var source = button ? document.querySelector(button.getAttribute("data-copy")) : null;
+    if (!source) {
+      return;
+    }
+    var text = "value" in source ? source.value : source.textContent;
+    var selectIt = function () {
+      if (source.select) {
+        source.select();
+      }
+      button.textContent = "Press Ctrl+C";
+    };
+    if (!navigator.clipboard) {
+      selectIt();
+      return;
+    }
+    navigator.clipboard.writeText(text).then(function () {
+      button.textContent = "Copied";
+    }, selectIt);
+  });
+
   // The CSRF token travels with every htmx request through hx-headers on <body>.
 })();

@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -144,3 +145,21 @@ def announced_dev_defaults(app: Quart) -> tuple[str, ...]:
     announced = app.jinja_env.globals["dev_defaults"]  # Jinja types its globals as object
     assert isinstance(announced, tuple)
     return announced
+
+
+KEYS = "/api/keys"
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The Authorization header that presents an API key."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def new_api_key(app: Quart, user_id: int, name: str = "ci") -> dict[str, Any]:
+    """Create a key through POST /api/keys as the signed-in user; the 201 body (with the key)."""
+    async with signed_in(app, user_id) as client:
+        response = await client.post(KEYS, json={"name": name})
+    assert response.status_code == 201, await response.get_data(as_text=True)
+    body = await response.get_json()
+    assert isinstance(body, dict)
+    return body

@@ -38,6 +38,7 @@ from aigen.web import (
     csrf,
     generate,
     health,
+    keys,
     pages,
     rate_limits,
     security_headers,
@@ -75,7 +76,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     _configure(app, settings)
     app.extensions[EXTENSION_KEY] = Runtime(settings=settings)
     QuartAuth(app)
-    for module in (health, auth, api, pages, generate, verification, billing):
+    for module in (health, auth, api, pages, generate, verification, billing, keys):
         app.register_blueprint(module.blueprint)
     csrf.init_app(app, settings.public_url)
     security_headers.init_app(

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from playwright import sync_api as playwright_sync
+from playwright.sync_api import Page
 
 from aigen.app import create_app
 from aigen.dev.anthropic import FakeAnthropicServer
@@ -17,8 +19,6 @@ from aigen.dev.oidc_provider import LocalOIDCProvider
 from aigen.dev.serving import LOOPBACK, ThreadedServer, find_free_port
 from aigen.dev.stripe import DEFAULT_PRICE_ID, FakeStripeServer
 from tests.helpers import STRIPE_WEBHOOK_SECRET, TEST_SECRET_KEY
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "screenshots"
@@ -107,6 +107,8 @@ def app_environ(
         "AIGEN_UPSTREAM_TIMEOUT": "5",
         "AIGEN_DEV_DEFAULTS": "",
         "PUBLIC_URL": f"http://{LOOPBACK}:{port}",
+        # Every browser test signs in from 127.0.0.1: the per-address limit must not refuse them.
+        "LOGIN_RATE_LIMIT": "10000/minute",
     }
 
 
@@ -141,7 +143,7 @@ def browser(served_app: ThreadedServer) -> Iterator[object]:
     playwright's sync loop; and it ends with the module so later asyncio tests are unaffected.
     """
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (make chromium)")
+        pytest.fail(f"{CHROMIUM} is not installed: run `make chromium` (make test does)")
     SCREENSHOTS.mkdir(exist_ok=True)
     playwright_sync.expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     with playwright_sync.sync_playwright() as playwright:
@@ -197,3 +199,14 @@ def page(browser, served_app: ThreadedServer, clean_db: str) -> Iterator[object]
     yield page
     context.close()
     assert problems.seen == []
+
+
+def sign_in(page: Page, app_url: str, oidc: LocalOIDCProvider, sub: str, name: str = "") -> None:
+    """Through the landing page and the local provider's real authorize form."""
+    oidc.set_user(sub, email=f"{sub}@example.com", email_verified=True, name=name or sub.title())
+    page.goto(app_url + "/")
+    page.get_by_role("link", name="Sign in with Google").click()
+    page.wait_for_url(oidc.url + "/**")
+    page.locator('input[name="sub"]').fill(sub)
+    page.get_by_role("button", name="Authorize", exact=True).click()
+    page.wait_for_url(app_url + "/generate")

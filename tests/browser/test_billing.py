@@ -14,8 +14,15 @@ from typing import TypeVar
 import pytest
 from playwright.sync_api import Page, expect
 
-from aigen.dev.oidc_provider import LocalOIDCProvider
-from tests.browser.conftest import LAPTOP, PHONE, SCREENSHOTS, BillingApp, open_page, run_sql
+from tests.browser.conftest import (
+    LAPTOP,
+    PHONE,
+    SCREENSHOTS,
+    BillingApp,
+    open_page,
+    run_sql,
+    sign_in,
+)
 
 pytestmark = pytest.mark.browser
 T = TypeVar("T")
@@ -37,15 +44,6 @@ def shot(page: Page, name: str) -> None:
     )
 
 
-def sign_in(page: Page, app: BillingApp, oidc: LocalOIDCProvider, sub: str) -> None:
-    oidc.set_user(sub, email=f"{sub}@example.com", email_verified=True, name=sub.title())
-    page.goto("/login")
-    page.wait_for_url(oidc.url + "/**")
-    page.locator('input[name="sub"]').fill(sub)
-    page.get_by_role("button", name="Authorize", exact=True).click()
-    page.wait_for_url(app.url + "/generate")
-
-
 @pytest.mark.parametrize("width", ["laptop", "phone"])
 def test_upgrade_generate_past_the_limit_and_cancel(
     browser, billing_app: BillingApp, oidc_provider, clean_db: str, width: str
@@ -56,7 +54,7 @@ def test_upgrade_generate_past_the_limit_and_cancel(
     context, page, problems = open_page(browser, billing_app, **viewport)
     sub = f"payer-{width}"
     try:
-        sign_in(page, billing_app, oidc_provider, sub)
+        sign_in(page, billing_app.url, oidc_provider, sub)
         run_sql(clean_db, "UPDATE users SET credits_used = credits_limit WHERE sub = $1", sub)
         page.reload()
         banner = page.locator("#upgrade-banner")

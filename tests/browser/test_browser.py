@@ -10,9 +10,7 @@ from playwright.sync_api import Page, expect
 
 from aigen.core.history import HISTORY_PAGE_SIZE
 from aigen.dev.anthropic import FakeAnthropicServer
-from aigen.dev.oidc_provider import LocalOIDCProvider
-from aigen.dev.serving import ThreadedServer
-from tests.browser.conftest import PHONE, SCREENSHOTS, open_page, run_sql
+from tests.browser.conftest import PHONE, SCREENSHOTS, open_page, run_sql, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -35,23 +33,6 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True, animations="disabled")
 
 
-def sign_in(
-    page: Page,
-    served_app: ThreadedServer,
-    oidc: LocalOIDCProvider,
-    sub: str,
-    name: str = "Ada Lovelace",
-) -> None:
-    """Through the landing page and the local provider's real authorize form."""
-    oidc.set_user(sub, email=f"{sub}@example.com", email_verified=True, name=name)
-    page.goto("/")
-    page.get_by_role("link", name="Sign in with Google").click()
-    page.wait_for_url(oidc.url + "/**")
-    page.locator('input[name="sub"]').fill(sub)
-    page.get_by_role("button", name="Authorize", exact=True).click()
-    page.wait_for_url(served_app.url + "/generate")
-
-
 def user_id(database_url: str, sub: str) -> int:
     found = run_sql(database_url, "SELECT id FROM users WHERE sub = $1", sub)
     assert isinstance(found, int), f"no user {sub}"
@@ -64,7 +45,7 @@ def test_sign_in_generate_and_credits_change_without_reload(
     page.goto("/")
     expect(page.get_by_role("heading", level=1)).to_contain_text("Ask Claude anything")
     shot(page, "01-landing")
-    sign_in(page, served_app, oidc_provider, "ada")
+    sign_in(page, served_app.url, oidc_provider, "ada", name="Ada Lovelace")
     usage = page.locator("#usage")
     expect(usage).to_contain_text("0 of 3 credits used")
     expect(page.locator("#nav-credits")).to_have_text("3 credits left")
@@ -116,7 +97,7 @@ def test_sign_in_generate_and_credits_change_without_reload(
 def test_exhausted_credits_show_the_upgrade_banner_and_no_result(
     page: Page, served_app, oidc_provider, fake_claude: FakeAnthropicServer, clean_db
 ) -> None:
-    sign_in(page, served_app, oidc_provider, "spent")
+    sign_in(page, served_app.url, oidc_provider, "spent")
     # Spent elsewhere (another tab) while this page still offers the Generate button.
     run_sql(clean_db, "UPDATE users SET credits_used = credits_limit WHERE sub = 'spent'")
     page.get_by_label("Your prompt").fill("One more answer, please")
@@ -142,7 +123,7 @@ def test_exhausted_credits_show_the_upgrade_banner_and_no_result(
 def test_hostile_markdown_answer_renders_inert(
     page: Page, served_app, oidc_provider, fake_claude: FakeAnthropicServer, clean_db
 ) -> None:
-    sign_in(page, served_app, oidc_provider, "mallory")
+    sign_in(page, served_app.url, oidc_provider, "mallory")
     fake_claude.set_scenario([{"type": "reply", "text": HOSTILE_ANSWER}])
     page.get_by_label("Your prompt").fill("Say something nasty")
     page.get_by_role("button", name="Generate", exact=True).click()
@@ -162,7 +143,7 @@ def test_hostile_markdown_answer_renders_inert(
 def test_upstream_failure_keeps_the_prompt_and_retry_works(
     page: Page, served_app, oidc_provider, fake_claude: FakeAnthropicServer, clean_db
 ) -> None:
-    sign_in(page, served_app, oidc_provider, "grace")
+    sign_in(page, served_app.url, oidc_provider, "grace")
     fake_claude.set_scenario([{"type": "fail", "status": 529, "times": 2}])
     prompt = page.get_by_label("Your prompt")
     prompt.fill("Is the service up?")
@@ -181,7 +162,7 @@ def test_upstream_failure_keeps_the_prompt_and_retry_works(
 def test_history_pages_with_keyset_links_and_opens_a_generation(
     page: Page, served_app, oidc_provider, clean_db
 ) -> None:
-    sign_in(page, served_app, oidc_provider, "historian")
+    sign_in(page, served_app.url, oidc_provider, "historian")
     uid = user_id(clean_db, "historian")
     total = HISTORY_PAGE_SIZE + 5
     run_sql(
@@ -222,7 +203,7 @@ def test_history_pages_with_keyset_links_and_opens_a_generation(
 def test_sign_out_and_signed_out_pages_go_to_sign_in(
     page: Page, served_app, oidc_provider, clean_db
 ) -> None:
-    sign_in(page, served_app, oidc_provider, "leaver")
+    sign_in(page, served_app.url, oidc_provider, "leaver")
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(served_app.url + "/")
     expect(page.get_by_role("link", name="Sign in with Google")).to_be_visible()
@@ -236,7 +217,7 @@ def test_sign_out_and_signed_out_pages_go_to_sign_in(
 def test_signed_out_htmx_refresh_redirects_the_whole_page(
     page: Page, served_app, oidc_provider, clean_db
 ) -> None:
-    sign_in(page, served_app, oidc_provider, "expired")
+    sign_in(page, served_app.url, oidc_provider, "expired")
     page.goto("/dashboard")
     page.context.clear_cookies()  # the session ends while the page is open
     page.evaluate("htmx.trigger(document.body, 'credits-changed')")
@@ -247,7 +228,7 @@ def test_not_found_page(page: Page, served_app, oidc_provider, clean_db) -> None
     page.goto("/generations/999999")
     # Signed out: redirected to sign-in, which sends the browser on to the provider.
     assert page.url.startswith(oidc_provider.url), page.url
-    sign_in(page, served_app, oidc_provider, "lost")
+    sign_in(page, served_app.url, oidc_provider, "lost")
     response = page.goto("/generations/999999")
     assert response is not None and response.status == 404
     expect(page.get_by_role("heading", level=1)).to_have_text("We couldn't find that page")
@@ -261,7 +242,7 @@ def test_phone_and_dark_mode(browser, served_app, oidc_provider, clean_db) -> No
     try:
         page.goto("/")
         shot(page, "13-phone-landing")
-        sign_in(page, served_app, oidc_provider, "phone")
+        sign_in(page, served_app.url, oidc_provider, "phone")
         page.get_by_label("Your prompt").fill("Summarise the plot of Hamlet in three bullet points")
         page.get_by_role("button", name="Generate", exact=True).click()
         expect(page.locator("#result .result")).to_be_visible()
@@ -279,7 +260,7 @@ def test_phone_and_dark_mode(browser, served_app, oidc_provider, clean_db) -> No
 
     context, page, problems = open_page(browser, served_app, color_scheme="dark")
     try:
-        sign_in(page, served_app, oidc_provider, "night")
+        sign_in(page, served_app.url, oidc_provider, "night")
         page.get_by_label("Your prompt").fill("Explain dark mode in one paragraph")
         page.get_by_role("button", name="Generate", exact=True).click()
         expect(page.locator("#result .result")).to_be_visible()

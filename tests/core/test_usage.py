@@ -10,7 +10,7 @@ from quart import Quart
 
 from aigen.core.usage import month_period
 from aigen.store import repository
-from tests.helpers import make_user, signed_in
+from tests.helpers import bearer, make_user, new_api_key, signed_in
 
 USAGE = "/api/usage"
 
@@ -55,6 +55,7 @@ async def test_no_generations_yet(user_client, user) -> None:
         "generations": {"total": 0, "succeeded": 0, "failed": 0},
         "tokens": {"input": 0, "output": 0},
         "daily": [],
+        "keys": [],
     }
 
 
@@ -159,3 +160,53 @@ def test_month_period_is_the_utc_calendar_month(
     now: datetime, start: datetime, end: datetime
 ) -> None:
     assert month_period(now) == (start, end)
+
+
+async def test_keys_count_what_each_key_made_in_the_period(app: Quart, db) -> None:
+    ada = await make_user(db, "ada@example.com", credits_limit=10)
+    other = await make_user(db, "other@example.com")
+    start, end = month_period(datetime.now(UTC))
+    ci = await repository.insert_api_key(db, ada.id, "ci", "aig_ci______", b"c" * 32)
+    old = await repository.insert_api_key(db, ada.id, "old", "aig_old_____", b"o" * 32)
+    await repository.insert_api_key(db, ada.id, "idle", "aig_idle____", b"i" * 32)
+    theirs = await repository.insert_api_key(db, other.id, "theirs", "aig_theirs__", b"t" * 32)
+
+    async def made_with(user_id: int, key_id: int | None, at: datetime, tokens: int | None) -> None:
+        status = "succeeded" if tokens is not None else "failed"
+        await db.execute(
+            "INSERT INTO generations (user_id, api_key_id, prompt, model, status, output_tokens,"
+            " created_at) VALUES ($1, $2, 'p', 'm', $3, $4, $5)",
+            user_id,
+            key_id,
+            status,
+            tokens,
+            at,
+        )
+
+    await made_with(ada.id, ci.id, start, 7)
+    await made_with(ada.id, ci.id, start + timedelta(days=1), None)  # failed: counted, no tokens
+    await made_with(ada.id, ci.id, start - timedelta(microseconds=1), 1000)  # last month
+    await made_with(ada.id, ci.id, end, 1000)  # next month
+    await made_with(ada.id, old.id, start + timedelta(hours=2), 5)
+    await made_with(ada.id, None, start + timedelta(hours=3), 11)  # the browser
+    await made_with(other.id, theirs.id, start + timedelta(hours=4), 13)
+    await repository.update_api_key_revoked(db, ada.id, old.id)  # revoked: still reported
+    async with signed_in(app, ada.id) as client:
+        body = await (await client.get(USAGE)).get_json()
+    assert body["keys"] == [
+        {"id": ci.id, "name": "ci", "generations": 2, "output_tokens": 7},
+        {"id": old.id, "name": "old", "generations": 1, "output_tokens": 5},
+    ]
+    assert body["generations"]["total"] == 4 and body["tokens"]["output"] == 23
+
+
+async def test_generations_through_a_key_show_up_under_it(app: Quart, user, db) -> None:
+    key = await new_api_key(app, user.id, "script")
+    client = app.test_client()
+    response = await client.post("/api/generate", json={"prompt": "hi"}, headers=bearer(key["key"]))
+    assert response.status_code == 200
+    tokens = (await response.get_json())["usage"]["output_tokens"]
+    body = await (await client.get(USAGE, headers=bearer(key["key"]))).get_json()
+    assert body["keys"] == [
+        {"id": key["id"], "name": "script", "generations": 1, "output_tokens": tokens}
+    ]

@@ -10,7 +10,7 @@ from werkzeug.routing import IntegerConverter
 
 from aigen.store.repository import User
 from aigen.web import csrf
-from tests.helpers import signed_in
+from tests.helpers import bearer, new_api_key, signed_in
 
 # (rule, method) that anyone may call; everything else must ask for sign-in.
 PUBLIC = {
@@ -28,6 +28,8 @@ PUBLIC = {
 # Unsafe routes that need no CSRF token: no browser calls them and they carry no cookie of ours.
 CSRF_EXEMPT = {("/billing/webhook", "POST")}
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+# (rule, method) an API key may call, as its owner; every other route refuses a key.
+API_KEY_ROUTES = {("/api/generate", "POST"), ("/api/usage", "GET")}
 
 
 def concrete(client: Client) -> QuartClient:
@@ -56,6 +58,15 @@ async def test_the_walk_sees_the_routes(app: Quart) -> None:
     seen = {(rule, method) for rule, method, _ in routes(app)}
     assert PUBLIC <= seen
     assert {("/generate", "POST"), ("/dashboard/usage", "GET"), ("/api/generate", "POST")} <= seen
+    assert {
+        ("/api/keys", "POST"),
+        ("/api/keys", "GET"),
+        ("/api/keys/<int(max=9223372036854775807):key_id>", "DELETE"),
+        ("/keys", "GET"),
+        ("/keys", "POST"),
+        ("/keys/<int(max=9223372036854775807):key_id>/revoke", "GET"),
+        ("/keys/<int(max=9223372036854775807):key_id>/revoke", "POST"),
+    } <= seen
 
 
 async def test_every_non_public_route_needs_sign_in(app: Quart) -> None:
@@ -94,6 +105,25 @@ def test_only_the_stripe_webhook_is_exempt_from_csrf(app: Quart) -> None:
     assert csrf.EXEMPT_ENDPOINTS == exempt == {"billing.webhook"}
 
 
-@pytest.mark.parametrize("path", ["/generate", "/dashboard", "/history", "/pricing"])
+async def test_an_api_key_opens_only_the_routes_made_for_it(app: Quart, user: User, db) -> None:
+    key = await new_api_key(app, user.id)
+    assert key["id"] == 1  # so the walk's /api/keys/1 names this very key
+    client = concrete(app.test_client())  # no cookie: the key is all it has
+    for rule, method, url in routes(app):
+        if (rule, method) in PUBLIC:
+            continue
+        response = await client.open(url, method=method, headers=bearer(key["key"]))
+        if (rule, method) in API_KEY_ROUTES:
+            assert response.status_code in (200, 400), (method, rule)  # 400: the walk sends no body
+        elif rule.startswith("/api/"):
+            assert response.status_code == 403, (method, rule)
+        else:
+            assert response.status_code == 302, (method, rule)
+            assert response.headers["Location"].startswith("/login?next="), (method, rule)
+    assert await db.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL") == 1
+    assert await db.fetchval("SELECT count(*) FROM generations") == 0
+
+
+@pytest.mark.parametrize("path", ["/generate", "/dashboard", "/history", "/pricing", "/keys"])
 async def test_pages_are_signed_in_pages(user_client, path) -> None:
     assert (await user_client.get(path)).status_code == 200

@@ -106,11 +106,16 @@ class GenerationService:
         self.rate_limit = rate_limit
         self._in_flight: set[asyncio.Task[GenerationOutcome]] = set()
 
-    async def generate(self, user_id: int, prompt: str) -> GenerationOutcome:
-        """Rate-limit, reserve, call and finalize; domain errors for each refusal or failure."""
+    async def generate(
+        self, user_id: int, prompt: str, *, api_key_id: int | None = None
+    ) -> GenerationOutcome:
+        """Rate-limit, reserve, call and finalize; domain errors for each refusal or failure.
+
+        `api_key_id` is the key that asked (recorded on the generation); None for the browser.
+        """
         decision = await self.admit(user_id)
         try:
-            generation = await self.reserve(user_id, prompt)
+            generation = await self.reserve(user_id, prompt, api_key_id=api_key_id)
             # Shielded so a client that disconnects mid-call does not lose the generation.
             task = asyncio.create_task(self._call_and_finalize(generation))
             self._in_flight.add(task)
@@ -127,7 +132,9 @@ class GenerationService:
             return None
         return await limits.check(self.limiter, limits.generate_key(user_id), self.rate_limit)
 
-    async def reserve(self, user_id: int, prompt: str) -> Generation:
+    async def reserve(
+        self, user_id: int, prompt: str, *, api_key_id: int | None = None
+    ) -> Generation:
         """Lock the user row, check the plan, insert 'pending' and charge, in one transaction.
 
         An ended credit period is rolled forward first, in the same transaction, so the check
@@ -140,7 +147,7 @@ class GenerationService:
                 raise NotSignedIn(UNAUTHORIZED_MESSAGE)
             check_access(user)
             generation = await repository.insert_generation(
-                conn, user_id, prompt, self.claude.model
+                conn, user_id, prompt, self.claude.model, api_key_id
             )
             await repository.charge_credit(conn, user_id)
             return generation

@@ -14,7 +14,7 @@ import asyncpg
 
 from aigen.core.plans import credits_remaining
 from aigen.store import repository
-from aigen.store.repository import Usage, User
+from aigen.store.repository import KeyUsage, Usage, User
 
 
 def month_period(now: datetime) -> tuple[datetime, datetime]:
@@ -57,9 +57,24 @@ def usage_json(user: User, usage: Usage, start: datetime, end: datetime) -> dict
     }
 
 
+def keys_json(by_key: list[KeyUsage]) -> list[dict[str, Any]]:
+    """The "keys" of GET /api/usage: what each API key made in the period."""
+    return [
+        {
+            "id": key.id,
+            "name": key.name,
+            "generations": key.generations,
+            "output_tokens": key.output_tokens,
+        }
+        for key in by_key
+    ]
+
+
 async def usage_report(pool: asyncpg.Pool, user: User) -> dict[str, Any]:
     """The body of GET /api/usage for the user's current credit period."""
     start, end = user.period_start, user.period_end
-    async with pool.acquire() as conn:
+    # One snapshot, so the per-key figures never count a generation the totals do not.
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         counted = await repository.select_usage(conn, user.id, start, end)
-    return usage_json(user, counted, start, end)
+        by_key = await repository.select_usage_by_key(conn, user.id, start, end)
+    return {**usage_json(user, counted, start, end), "keys": keys_json(by_key)}

@@ -215,18 +215,24 @@ async def refund_credit(conn: asyncpg.Connection, user_id: int, generation_id: i
 
 
 async def insert_generation(
-    conn: asyncpg.Connection, user_id: int, prompt: str, model: str
+    conn: asyncpg.Connection,
+    user_id: int,
+    prompt: str,
+    model: str,
+    api_key_id: int | None = None,
 ) -> Generation:
-    """Record a reservation as 'pending', charged to the user's current credit period."""
+    """Record a reservation as 'pending', charged to the user's current credit period, with the
+    API key that asked for it (None: the browser)."""
     row = await conn.fetchrow(
         f"""
-        INSERT INTO generations (user_id, prompt, model, credit_period)
-        VALUES ($1, $2, $3, (SELECT period_start FROM users WHERE id = $1))
+        INSERT INTO generations (user_id, prompt, model, api_key_id, credit_period)
+        VALUES ($1, $2, $3, $4, (SELECT period_start FROM users WHERE id = $1))
         RETURNING {GENERATION_COLUMNS}
         """,
         user_id,
         prompt,
         model,
+        api_key_id,
     )
     return Generation(**dict(row))
 
@@ -481,3 +487,177 @@ async def update_user_subscription(
         event_at,
     )
     return _user(row)
+
+
+# --- API keys ------------------------------------------------------------------------------------
+
+API_KEY_COLUMNS = "id, user_id, name, prefix, created_at, last_used_at"
+
+
+@dataclass(frozen=True)
+class APIKey:
+    """A user's API key as lists show it: never the secret, nor its hash."""
+
+    id: int
+    user_id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
+class APIKeyCredential:
+    """What checking a presented key needs: whose it is, its hash, and whether to note its use."""
+
+    id: int
+    user_id: int
+    secret_hash: bytes
+    use_unnoted: bool
+
+
+@dataclass(frozen=True)
+class KeyUsage:
+    """Generations one API key made in a period, and the output tokens they used."""
+
+    id: int
+    name: str
+    generations: int
+    output_tokens: int
+
+
+async def count_active_api_keys(conn: asyncpg.Connection, user_id: int) -> int:
+    """How many keys the user has that are not revoked."""
+    return await conn.fetchval(
+        "SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL", user_id
+    )
+
+
+async def insert_api_key(
+    conn: asyncpg.Connection, user_id: int, name: str, prefix: str, secret_hash: bytes
+) -> APIKey:
+    """Store a new key by its prefix and the hash of its secret."""
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO api_keys (user_id, name, prefix, secret_hash) VALUES ($1, $2, $3, $4)
+        RETURNING {API_KEY_COLUMNS}
+        """,
+        user_id,
+        name,
+        prefix,
+        secret_hash,
+    )
+    return APIKey(**dict(row))
+
+
+async def select_active_api_keys(conn: asyncpg.Connection, user_id: int) -> list[APIKey]:
+    """The user's keys that are not revoked, newest first."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {API_KEY_COLUMNS} FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL
+        ORDER BY created_at DESC, id DESC
+        """,
+        user_id,
+    )
+    return [APIKey(**dict(row)) for row in rows]
+
+
+async def select_active_api_key(
+    conn: asyncpg.Connection, user_id: int, key_id: int
+) -> APIKey | None:
+    """One of the user's keys that is not revoked."""
+    row = await conn.fetchrow(
+        f"""
+        SELECT {API_KEY_COLUMNS} FROM api_keys
+        WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL
+        """,
+        user_id,
+        key_id,
+    )
+    return None if row is None else APIKey(**dict(row))
+
+
+async def update_api_key_revoked(
+    conn: asyncpg.Connection, user_id: int, key_id: int
+) -> APIKey | None:
+    """Revoke one of the user's active keys; None if there is no such key."""
+    row = await conn.fetchrow(
+        f"""
+        UPDATE api_keys SET revoked_at = now()
+        WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL
+        RETURNING {API_KEY_COLUMNS}
+        """,
+        user_id,
+        key_id,
+    )
+    return None if row is None else APIKey(**dict(row))
+
+
+async def select_api_key_credentials(
+    conn: asyncpg.Connection, prefix: str, note_use_every: float
+) -> list[APIKeyCredential]:
+    """Active keys with this prefix (almost always one), for checking a presented key.
+
+    Not scoped by user: the key is how the user is found. `use_unnoted` is true when
+    last_used_at is older than `note_use_every` seconds (or unset).
+    """
+    rows = await conn.fetch(
+        """
+        SELECT id, user_id, secret_hash,
+               (last_used_at IS NULL
+                OR last_used_at < now() - make_interval(secs => $2)) AS use_unnoted
+        FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL
+        """,
+        prefix,
+        note_use_every,
+    )
+    return [APIKeyCredential(**dict(row)) for row in rows]
+
+
+async def update_api_key_last_used(
+    conn: asyncpg.Connection, user_id: int, key_id: int, note_use_every: float
+) -> None:
+    """Set last_used_at to now unless it was set less than `note_use_every` seconds ago.
+
+    The condition is repeated here so that workers seeing the same stale value write once.
+    """
+    await conn.execute(
+        """
+        UPDATE api_keys SET last_used_at = now()
+        WHERE id = $2 AND user_id = $1
+          AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $3))
+        """,
+        user_id,
+        key_id,
+        note_use_every,
+    )
+
+
+async def select_usage_by_key(
+    conn: asyncpg.Connection, user_id: int, start: datetime, end: datetime
+) -> list[KeyUsage]:
+    """Per API key (revoked ones too), generations created in [start, end) and output tokens.
+
+    Only keys that made generations in the period, oldest key first; an index-only scan of
+    generations_user_key_usage_idx, which holds only generations made with a key.
+    """
+    rows = await conn.fetch(
+        """
+        WITH per_key AS (
+            SELECT api_key_id, count(*) AS generations,
+                   coalesce(sum(output_tokens), 0)::bigint AS output_tokens
+            FROM generations
+            WHERE user_id = $1 AND created_at >= $2 AND created_at < $3
+              AND api_key_id IS NOT NULL
+            GROUP BY api_key_id
+        )
+        SELECT api_keys.id, api_keys.name, per_key.generations, per_key.output_tokens
+        FROM per_key JOIN api_keys ON api_keys.id = per_key.api_key_id
+        WHERE api_keys.user_id = $1
+        ORDER BY api_keys.id
+        """,
+        user_id,
+        start,
+        end,
+    )
+    return [KeyUsage(**dict(row)) for row in rows]

@@ -6,7 +6,7 @@ from quart import Blueprint, Response, jsonify, request
 
 from aigen.core.generation import validate_prompt
 from aigen.core.usage import usage_report
-from aigen.web.current_user import signed_in_user, signed_in_user_id
+from aigen.web.bearer import accepts_api_key, api_caller, api_user
 from aigen.web.errors import APIError
 from aigen.web.rate_limits import remember
 from aigen.web.runtime import runtime
@@ -26,17 +26,22 @@ async def json_body() -> object:
 
 
 @blueprint.post("/generate")
+@accepts_api_key
 async def generate() -> Response:
     """Generate an answer to a prompt, charging one credit."""
-    user_id = signed_in_user_id()
+    caller = await api_caller()
     prompt = validate_prompt(await json_body(), runtime().settings.max_prompt_chars)
-    outcome = await runtime().generations.generate(user_id, prompt)
+    outcome = await runtime().generations.generate(
+        caller.user_id, prompt, api_key_id=caller.api_key_id
+    )
     remember(outcome.rate_limit)
     return jsonify(outcome.to_json())
 
 
 @blueprint.get("/usage")
+@accepts_api_key
 async def usage() -> Response:
-    """The user's plan, credits (and when they renew) and this period's generations (UTC)."""
-    user = await signed_in_user()
+    """The user's plan, credits (and when they renew) and this period's generations, tokens, days
+    and keys (UTC)."""
+    user = await api_user()
     return jsonify(await usage_report(runtime().pool, user))

@@ -8,6 +8,8 @@ JSON API (/api/*): the token, or the browser's own word that the request is same
 A request with neither header is let through, as Go's net/http CrossOriginProtection does: every
 browser since 2020 sends one of them on a cross-origin POST, so a request without both did not
 come from another site's page; it comes from a script (curl, an SDK) holding the cookie itself.
+
+Requests whose credential is an API key (web/bearer.py) are not checked: a key is not ambient.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from urllib.parse import urlsplit
 from quart import Quart, current_app, request, session
 from quart_auth import current_user
 
+from aigen.web.bearer import uses_api_key
 from aigen.web.errors import APIError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -102,6 +105,8 @@ async def protect() -> None:
         return
     if not _carries_our_cookies(current_app):
         return  # without our cookies a request has no authority a forger could borrow
+    if uses_api_key():
+        return  # the key, not the cookie, is the credential: nothing ambient to borrow
     if await has_valid_token():
         return
     if request.path.startswith("/api/"):
