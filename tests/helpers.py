@@ -116,16 +116,27 @@ async def served(app: Quart) -> AsyncIterator[str]:
         await server
 
 
+def auth_id(user_id: int) -> str:
+    """The auth id the sign-in cookie of this user carries."""
+    return str(user_id)
+
+
 def auth_cookie(app: Quart, user_id: int) -> str:
     """The value of the sign-in cookie quart-auth would set for this user."""
-    return app.extensions["QUART_AUTH"][0].dump_token(str(user_id), app)
+    return app.extensions["QUART_AUTH"][0].dump_token(auth_id(user_id), app)
+
+
+def cookie_signed_with(app: Quart, key: str, user_id: int) -> str:
+    """A sign-in cookie for this user signed with `key` instead of the app's own key."""
+    extension = app.extensions["QUART_AUTH"][0]
+    return extension.serializer_class(key, extension.salt).dumps(auth_id(user_id))
 
 
 @asynccontextmanager
 async def signed_in(app: Quart, user_id: int) -> AsyncIterator[TestClientProtocol]:
     """A test client of `app` carrying the session cookie of `user_id`."""
     test_client = app.test_client()
-    async with authenticated_client(test_client, str(user_id)):
+    async with authenticated_client(test_client, auth_id(user_id)):
         yield test_client
 
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -28,6 +29,7 @@ from aigen.core.generation import GenerationService, sweep_forever
 from aigen.core.verification import VerificationService
 from aigen.logs import configure_logging
 from aigen.paths import STATIC_DIR, TEMPLATES_DIR
+from aigen.secret_key import development_secret_key
 from aigen.store.migrations import load_migrations, pending_migrations
 from aigen.store.pool import create_pool
 from aigen.web import (
@@ -57,6 +59,8 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     """Build the app from the environment, with `overrides` taking precedence (tests)."""
     settings = load_settings({**os.environ, **(overrides or {})})
     configure_logging(settings.log_level)
+    if not settings.secret_key:  # development only: production refuses to start without it
+        settings = replace(settings, secret_key=development_secret_key(settings.data_dir))
     if not settings.database_url:
         raise ConfigError(
             "DATABASE_URL is not set: run the app with `aigen serve`, which starts the embedded"
@@ -88,7 +92,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
 
 def _configure(app: Quart, settings: Settings) -> None:
     app.config.update(
-        SECRET_KEY=settings.secret_key,
+        SECRET_KEY=settings.required_secret_key,
         # Up to 12 bytes a character (a JSON-escaped surrogate pair); validate_prompt counts the
         # characters, this only stops bodies no valid prompt could need.
         MAX_CONTENT_LENGTH=settings.max_prompt_chars * 12 + 64 * 1024,
@@ -160,7 +164,7 @@ async def _start() -> None:
         runtime.pool,
         runtime.mailer,
         runtime.limiter,
-        secret_key=settings.secret_key,
+        secret_key=settings.required_secret_key,
         public_url=settings.public_url,
     )
     runtime.oidc = OIDCClient(

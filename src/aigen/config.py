@@ -15,7 +15,6 @@ from aigen.clients.ratelimit import RateLimit, parse_rate_limit
 GOOGLE_DISCOVERY_URL = "https://accounts.google.com/.well-known/openid-configuration"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENVIRONMENTS = ("development", "production")
-DEFAULT_SECRET_KEY = "aigen-development-only-secret-key"
 
 # Names of the local stand-ins; `aigen serve` lists the ones it started in AIGEN_DEV_DEFAULTS.
 EMBEDDED_POSTGRES = "embedded PostgreSQL"
@@ -36,7 +35,8 @@ class Settings:
     """Every setting of the application, typed and validated."""
 
     env: str = "development"
-    secret_key: str = field(default=DEFAULT_SECRET_KEY, repr=False)
+    # None: development makes its own key in data_dir (aigen/secret_key.py), never a fixed one.
+    secret_key: str | None = field(default=None, repr=False)
     public_url: str = "http://127.0.0.1:8000"
     database_url: str | None = field(default=None, repr=False)
     db_pool_max: int = 10
@@ -78,6 +78,13 @@ class Settings:
         if not self.database_url:
             raise ConfigError("DATABASE_URL is not set")
         return self.database_url
+
+    @property
+    def required_secret_key(self) -> str:
+        """SECRET_KEY, for code that runs only once it is set (create_app makes sure of it)."""
+        if not self.secret_key:
+            raise ConfigError("SECRET_KEY is not set")
+        return self.secret_key
 
     @property
     def stale_after(self) -> float:
@@ -181,7 +188,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     default = Settings()
     settings = Settings(
         env=env if env in ENVIRONMENTS else default.env,
-        secret_key=read.text("SECRET_KEY", default.secret_key),
+        secret_key=read.text("SECRET_KEY"),
         public_url=read.url("PUBLIC_URL", default.public_url, ("http", "https")).rstrip("/"),
         database_url=read.url("DATABASE_URL", None, ("postgresql", "postgres")),
         db_pool_max=read.positive_int("DB_POOL_MAX", default.db_pool_max, minimum=2),
@@ -249,7 +256,7 @@ def _check_consistency(settings: Settings, errors: list[str]) -> None:
         errors.append("GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET must be set together")
     if not settings.is_production:
         return
-    if settings.secret_key == DEFAULT_SECRET_KEY:
+    if not settings.secret_key:
         errors.append("SECRET_KEY is required in production")
     elif len(settings.secret_key) < 32:
         errors.append("SECRET_KEY must be at least 32 characters in production")
