@@ -27,6 +27,7 @@ from aigen.core.email_tokens import MAX_AGE_SECONDS, VerificationClaim, make_tok
 from aigen.core.generation import VERIFY_EMAIL_MESSAGE
 from aigen.core.verification import SUBJECT
 from aigen.dev.oidc_provider import LocalOIDCProvider
+from aigen.store import repository
 from aigen.web.runtime import EXTENSION_KEY
 from tests.helpers import (
     GENERATE,
@@ -237,6 +238,34 @@ async def test_superseded_link_is_refused_and_the_newest_works(mail_app: Quart, 
     assert "already been used" in await page_text(old)
     assert 'hx-post="/verify-email/resend"' in await page_text(old)
     assert new.status_code == 200
+
+
+async def test_a_link_stops_working_once_another_account_verified_the_address(
+    mail_app: Quart, inbox, db
+) -> None:
+    """The squatter's link reached the owner's mailbox; after the owner signed in, it is dead."""
+    squatter = await make_user(db, "owner@example.com", verified=False)
+    async with mail_app.app_context():
+        assert await mail_app.extensions[EXTENSION_KEY].verification.send_link(squatter.id)
+    (message,) = await inbox[0].wait_for(1)
+    await repository.upsert_user(
+        db,
+        sub="owner-sub",
+        email="OWNER@example.com",
+        email_verified=True,
+        name=None,
+        avatar_url=None,
+        credits_limit=3,
+    )
+    response = await mail_app.test_client().get(link_in(message))
+    assert response.status_code == 409
+    assert "verified by another aigen account" in await page_text(response)
+    assert not await db.fetchval("SELECT email_verified FROM users WHERE id = $1", squatter.id)
+    async with signed_in(mail_app, squatter.id) as client:
+        resent = await client.post("/verify-email/resend", headers=await csrf_htmx(client))
+    assert "verified by another aigen account" in await page_text(resent)
+    await asyncio.sleep(0.2)
+    assert len(inbox[0].messages) == 1
 
 
 def forged_tokens() -> list[str]:

@@ -52,6 +52,7 @@ class Outcome(enum.Enum):
     USED = "used"
     EXPIRED = "expired"
     INVALID = "invalid"
+    TAKEN = "taken"  # another account verified this address meanwhile
 
 
 class VerificationService:
@@ -115,6 +116,16 @@ class VerificationService:
             return Outcome.EXPIRED, None
         except TokenInvalid:
             return Outcome.INVALID, None
+        try:
+            outcome, user = await self._use_link(claim)
+        except asyncpg.UniqueViolationError:  # another account verified it at the same instant
+            outcome, user = Outcome.TAKEN, None
+        if outcome is Outcome.VERIFIED:
+            log.info("user %s verified their e-mail address", claim.user_id)
+        return outcome, user
+
+    async def _use_link(self, claim: VerificationClaim) -> tuple[Outcome, User | None]:
+        """Verify the address when the claim names the pending link and nobody else owns it."""
         async with self.pool.acquire() as conn, conn.transaction():
             user = await repository.lock_user(conn, claim.user_id)
             if user is None:
@@ -124,7 +135,7 @@ class VerificationService:
             if pending is None or not same_address or not hmac.compare_digest(pending, claim.nonce):
                 return Outcome.USED, user
             outcome = Outcome.ALREADY_VERIFIED if user.email_verified else Outcome.VERIFIED
-            user = await repository.update_email_verified(conn, user.id)
-        if outcome is Outcome.VERIFIED:
-            log.info("user %s verified their e-mail address", claim.user_id)
-        return outcome, user
+            verified = await repository.update_email_verified(conn, user.id)
+        if verified is None:
+            return Outcome.TAKEN, user
+        return outcome, verified

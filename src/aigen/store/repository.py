@@ -11,6 +11,11 @@ USER_COLUMNS = (
     "id, sub, email, email_verified, name, avatar_url, plan, credits_used, credits_limit,"
     " created_at"
 )
+# Another account (users.id differs) holds the same address verified; used in UPDATE users.
+VERIFIED_ELSEWHERE = """EXISTS (
+    SELECT 1 FROM users AS owner
+    WHERE lower(owner.email) = lower(users.email) AND owner.email_verified AND owner.id <> users.id
+)"""
 GENERATION_COLUMNS = (
     "id, user_id, prompt, result, status, model, input_tokens, output_tokens, error,"
     " created_at, completed_at"
@@ -86,9 +91,16 @@ async def select_user(conn: asyncpg.Connection, user_id: int) -> User | None:
 
 
 async def select_user_by_email(conn: asyncpg.Connection, email: str) -> User | None:
-    """The user with this e-mail address, compared case-insensitively."""
+    """The user with this e-mail address (case-insensitive): its verified owner if there is one.
+
+    Unverified claims to an address may be several; a verified one is unique.
+    """
     row = await conn.fetchrow(
-        f"SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1)", email
+        f"""
+        SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1)
+        ORDER BY email_verified DESC, id LIMIT 1
+        """,
+        email,
     )
     return _user(row)
 
@@ -318,14 +330,15 @@ async def update_verification_sent(
 ) -> str | None:
     """Store the nonce of a new verification link; the address to send it to, or None.
 
-    None when the user is verified already, or when `unless_sent_within` seconds have not
-    passed since the last link (the check and the update are one statement, so two sign-ins
-    at once send one link).
+    None when the user is verified already, when another account verified the address (its
+    owner gets no links for someone else's account), or when `unless_sent_within` seconds
+    have not passed since the last link (the check and the update are one statement, so two
+    sign-ins at once send one link).
     """
     return await conn.fetchval(
-        """
+        f"""
         UPDATE users SET verify_nonce = $2, verify_sent_at = now()
-        WHERE id = $1 AND NOT email_verified
+        WHERE id = $1 AND NOT email_verified AND NOT {VERIFIED_ELSEWHERE}
           AND ($3::float8 IS NULL OR verify_sent_at IS NULL
                OR verify_sent_at < now() - make_interval(secs => $3::float8))
         RETURNING email
@@ -342,10 +355,15 @@ async def select_verification_nonce(conn: asyncpg.Connection, user_id: int) -> s
 
 
 async def update_email_verified(conn: asyncpg.Connection, user_id: int) -> User | None:
-    """Mark the address verified and use up the pending link."""
+    """Mark the address verified and use up the pending link; None if another account has it.
+
+    Two accounts verifying one address at the same instant: the unique index refuses the
+    second with UniqueViolationError.
+    """
     row = await conn.fetchrow(
         f"""
-        UPDATE users SET email_verified = true, verify_nonce = NULL WHERE id = $1
+        UPDATE users SET email_verified = true, verify_nonce = NULL
+        WHERE id = $1 AND NOT {VERIFIED_ELSEWHERE}
         RETURNING {USER_COLUMNS}
         """,
         user_id,
