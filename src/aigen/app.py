@@ -38,6 +38,7 @@ from aigen.web import (
     csrf,
     generate,
     health,
+    json_only,
     pages,
     rate_limits,
     security_headers,
@@ -75,6 +76,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     _configure(app, settings)
     app.extensions[EXTENSION_KEY] = Runtime(settings=settings)
     QuartAuth(app)
+    json_only.init_app(app)  # the first before_request hook: 415 before anything else
     for module in (health, auth, api, pages, generate, verification):
         app.register_blueprint(module.blueprint)
     csrf.init_app(app, settings.public_url)

@@ -120,14 +120,15 @@ async def test_cross_site_api_call_is_403_and_changes_nothing(
     assert fake_claude.requests() == []
 
 
-async def test_cross_site_text_plain_form_forging_json_is_403(user_client, user, db) -> None:
-    # <form enctype="text/plain"> can smuggle a JSON-looking body without a CORS preflight.
+async def test_cross_site_text_plain_form_forging_json_is_refused(user_client, user, db) -> None:
+    # <form enctype="text/plain"> can smuggle a JSON-looking body without a CORS preflight;
+    # /api/* refuses any body that is not JSON with 415 before the CSRF check (json_only.py).
     response = await user_client.post(
         "/api/generate",
         data='{"prompt": "forged", "x": "="}',
         headers={"Content-Type": "text/plain", "Origin": "https://evil.example"},
     )
-    assert response.status_code == 403
+    assert response.status_code == 415
     assert await state(db, user.id) == (0, 0)
 
 
