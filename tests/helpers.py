@@ -18,10 +18,12 @@ from quart_auth import authenticated_client
 
 from aigen.store import repository
 from aigen.store.repository import User
+from aigen.web.current_user import session_auth_id
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-for-production-0123456789"
 GENERATE = "/api/generate"
+FIRST_SESSION_VERSION = 1  # users.session_version of a new user (sql/004)
 # Every setting production requires, with values that pass its checks.
 PRODUCTION = {
     "AIGEN_ENV": "production",
@@ -116,9 +118,9 @@ async def served(app: Quart) -> AsyncIterator[str]:
         await server
 
 
-def auth_id(user_id: int) -> str:
-    """The auth id the sign-in cookie of this user carries."""
-    return str(user_id)
+def auth_id(user_id: int, session_version: int = FIRST_SESSION_VERSION) -> str:
+    """The auth id the sign-in cookie of this user carries (a new user's session by default)."""
+    return session_auth_id(user_id, session_version)
 
 
 def auth_cookie(app: Quart, user_id: int) -> str:

@@ -36,6 +36,7 @@ from aigen.web import (
     api,
     auth,
     csrf,
+    current_user,
     generate,
     health,
     json_only,
@@ -77,6 +78,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     app.extensions[EXTENSION_KEY] = Runtime(settings=settings)
     QuartAuth(app)
     json_only.init_app(app)  # the first before_request hook: 415 before anything else
+    current_user.init_app(app)  # then the session, before CSRF and the views
     for module in (health, auth, api, pages, generate, verification):
         app.register_blueprint(module.blueprint)
     csrf.init_app(app, settings.public_url)

@@ -7,7 +7,7 @@ from quart import Quart
 from quart_auth import authenticated_client
 
 from aigen.store.repository import User
-from tests.helpers import make_user, page_csrf_token, signed_in
+from tests.helpers import auth_id, make_user, page_csrf_token, signed_in
 
 PUBLIC_ORIGIN = "http://127.0.0.1:8000"  # PUBLIC_URL of the test settings
 HTMX = {"HX-Request": "true"}
@@ -62,7 +62,7 @@ async def test_page_post_with_the_token_goes_through(user_client, user, db, wher
 async def test_token_from_before_sign_in_is_worthless_after(app: Quart, user: User, db) -> None:
     client = app.test_client()
     before = await page_csrf_token(client)  # signed out: a session and a token exist
-    async with authenticated_client(client, str(user.id)):
+    async with authenticated_client(client, auth_id(user.id)):
         response = await client.post(
             "/generate", form={"prompt": "hi"}, headers={"X-CSRF-Token": before}
         )

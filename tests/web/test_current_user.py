@@ -19,6 +19,7 @@ PUBLIC = {
     ("/auth/callback", "GET"),
     ("/verify-email", "GET"),  # the e-mailed link works without a session (another browser)
     ("/logout", "POST"),  # signs out whoever is signed in; still CSRF-protected
+    ("/logout/everywhere", "POST"),  # the same, for every session of the account
     ("/healthz", "GET"),
     ("/readyz", "GET"),
     ("/static/<path:filename>", "GET"),

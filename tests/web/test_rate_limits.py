@@ -28,7 +28,15 @@ from aigen.clients.ratelimit import FailOpenRateLimiter, MemoryRateLimiter
 from aigen.config import IN_PROCESS_RATE_LIMITER
 from aigen.core.errors import RateLimited
 from aigen.web.runtime import EXTENSION_KEY, Runtime
-from tests.helpers import GENERATE, ROOT, announced_dev_defaults, counts, make_user, signed_in
+from tests.helpers import (
+    GENERATE,
+    ROOT,
+    announced_dev_defaults,
+    auth_id,
+    counts,
+    make_user,
+    signed_in,
+)
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
 HEADER_NAMES = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
@@ -348,7 +356,7 @@ def _wait_healthy(url: str, process: subprocess.Popen, log_path: Path) -> None:
 def auth_cookie(app_settings: dict[str, str], user_id: int) -> dict[str, str]:
     """The quart-auth cookie the served app (same SECRET_KEY) accepts for `user_id`."""
     app = create_app(app_settings)
-    token = app.extensions["QUART_AUTH"][0].dump_token(str(user_id), app=app)
+    token = app.extensions["QUART_AUTH"][0].dump_token(auth_id(user_id), app=app)
     return {app.config["QUART_AUTH_COOKIE_NAME"]: token}
 
 

@@ -9,7 +9,7 @@ import asyncpg
 
 USER_COLUMNS = (
     "id, sub, email, email_verified, name, avatar_url, plan, credits_used, credits_limit,"
-    " created_at"
+    " created_at, session_version"
 )
 # Another account (users.id differs) holds the same address verified; used in UPDATE users.
 VERIFIED_ELSEWHERE = """EXISTS (
@@ -36,6 +36,7 @@ class User:
     credits_used: int
     credits_limit: int
     created_at: datetime
+    session_version: int
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,13 @@ async def upsert_user(
         credits_limit,
     )
     return User(**dict(row))
+
+
+async def update_session_version(conn: asyncpg.Connection, user_id: int) -> None:
+    """End every session of the user: cookies carrying an older version stop working."""
+    await conn.execute(
+        "UPDATE users SET session_version = session_version + 1 WHERE id = $1", user_id
+    )
 
 
 async def update_user_plan(conn: asyncpg.Connection, user_id: int, plan: str) -> User | None:
