@@ -7,6 +7,7 @@ from datetime import date, datetime
 
 import asyncpg
 
+MAX_ID = 2**63 - 1  # ids are bigint: a larger number names no row (and asyncpg cannot send it)
 USER_COLUMNS = (
     "id, sub, email, email_verified, name, avatar_url, plan, credits_used, credits_limit,"
     " created_at, session_version"

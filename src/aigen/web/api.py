@@ -16,14 +16,20 @@ from aigen.web.runtime import runtime
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
 
+NOT_JSON_MESSAGE = "Request body must be JSON."
+NOT_UTF8_MESSAGE = "Request body must be JSON encoded as UTF-8."
+
+
 async def json_body() -> object:
     """The request's JSON, or 400 when it is not JSON."""
     try:
         body = await request.get_json(force=True, silent=True)
+    except UnicodeDecodeError as error:  # RFC 8259: JSON between systems is UTF-8
+        raise APIError(400, NOT_UTF8_MESSAGE) from error
     except RecursionError:  # absurdly nested JSON: not a prompt
         body = None
     if body is None:
-        raise APIError(400, "Request body must be JSON.")
+        raise APIError(400, NOT_JSON_MESSAGE)
     return body
 
 

@@ -19,7 +19,7 @@ from quart_auth import current_user, logout_user
 
 from aigen.core.accounts import current_session_user, load_user
 from aigen.core.errors import NotSignedIn
-from aigen.store.repository import User
+from aigen.store.repository import MAX_ID, User
 from aigen.web.runtime import runtime
 
 P = ParamSpec("P")
@@ -28,7 +28,6 @@ R = TypeVar("R")
 DEFAULT_NEXT = "/generate"
 UNAUTHORIZED = "Unauthorized"
 USER_KEY = "aigen_user"
-MAX_ID = 2**63 - 1  # bigint
 # Routes that never look at the user: no row is loaded for them.
 SESSIONLESS_ENDPOINTS = frozenset({"static", "health.healthz", "health.readyz"})
 
