@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -18,9 +19,10 @@ from aigen.logs import configure_logging
 from aigen.store import repository
 from aigen.store.migrations import migrate
 
-log = logging.getLogger("aigen")
+if TYPE_CHECKING:
+    from hypercorn.config import Config
 
-ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'  # %(r)s is the path without its query
+log = logging.getLogger("aigen")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,24 +85,34 @@ def _start_stand_ins(settings: Settings, stack: ExitStack, *, serving: bool) -> 
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     """Migrate, then run hypercorn with the app factory in each worker."""
-    from hypercorn.config import Config
     from hypercorn.run import run
 
     asyncio.run(migrate(settings.required_database_url))
+    config = hypercorn_config(settings, host, port, workers)
+    log.info("serving on http://%s:%d with %d worker(s)", host, port, workers)
+    return run(config)
+
+
+def hypercorn_config(settings: Settings, host: str, port: int, workers: int) -> Config:
+    """How `aigen serve` runs hypercorn."""
+    from hypercorn.config import Config
+
+    from aigen.access_log import ACCESS_LOG_FORMAT, EscapingLogger
+
     config = Config()
     config.application_path = "aigen.app:create_app()"
     config.bind = [f"{host}:{port}"]
     config.workers = workers
-    # Through our logging set-up (one line each), and without query strings or referrers:
-    # OAuth codes and e-mail verification tokens travel in URLs.
+    # Through our logging set-up (one line each, escaped), and without query strings or
+    # referrers: OAuth codes and e-mail verification tokens travel in URLs.
     config.accesslog = logging.getLogger("hypercorn.access")
     config.errorlog = logging.getLogger("hypercorn.error")
     config.access_log_format = ACCESS_LOG_FORMAT
+    config.logger_class = EscapingLogger
     # Let requests waiting on Claude finish on shutdown (each is bounded by the upstream timeout).
     config.graceful_timeout = settings.upstream_timeout + 5
     config.shutdown_timeout = settings.upstream_timeout + 30
-    log.info("serving on http://%s:%d with %d worker(s)", host, port, workers)
-    return run(config)
+    return config
 
 
 async def manage_users(settings: Settings, args: argparse.Namespace) -> int:
