@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, jsonify
 
-from aigen.clients.ratelimit import FailOpenRateLimiter
+from aigen.clients.ratelimit import FallbackRateLimiter
 from aigen.core.readiness import database_problems
 from aigen.web.runtime import runtime
 
@@ -21,8 +21,8 @@ async def healthz() -> Response:
 async def readyz() -> tuple[Response, int]:
     """Ready when the database answers and every migration is applied.
 
-    A Redis outage makes the answer "degraded" but keeps it 200: generation goes on with the
-    rate limiter failing open, and a 503 would take every instance out of the load balancer
+    A Redis outage makes the answer "degraded" but keeps it 200: generation goes on with each
+    worker limiting on its own, and a 503 would take every instance out of the load balancer
     at once, turning a limiter outage into a full outage.
     """
     problems = await database_problems(getattr(runtime(), "pool", None))  # unset until serving
@@ -31,7 +31,7 @@ async def readyz() -> tuple[Response, int]:
         body = {"status": "unavailable", "reasons": problems, "rate_limiter": limiter}
         return jsonify(body), 503
     if limiter["error"] is not None:
-        reason = f"rate limiter: {limiter['error']} (allowing requests unchecked)"
+        reason = f"rate limiter: {limiter['error']} (limiting per worker process)"
         return jsonify({"status": "degraded", "reasons": [reason], "rate_limiter": limiter}), 200
     return jsonify({"status": "ready", "rate_limiter": limiter}), 200
 
@@ -39,6 +39,6 @@ async def readyz() -> tuple[Response, int]:
 async def _rate_limiter_status() -> dict[str, object]:
     """Which limiter runs, whether Redis answers now, and how many hits it let through."""
     limiter = getattr(runtime(), "limiter", None)  # unset until before_serving has run
-    if not isinstance(limiter, FailOpenRateLimiter):
+    if not isinstance(limiter, FallbackRateLimiter):
         return {"backend": "memory", "error": None, "failures": 0}
     return {"backend": "redis", "error": await limiter.ping(), "failures": limiter.failures}
