@@ -29,11 +29,11 @@ PRODUCTION = {
     "AIGEN_ENV": "production",
     "SECRET_KEY": "s" * 40,
     "PUBLIC_URL": "https://aigen.example.com",
-    "DATABASE_URL": "postgresql://aigen:pw@db.internal:5432/aigen",
+    "DATABASE_URL": "postgresql://aigen:pw@db.internal:5432/aigen?sslmode=verify-full",
     "GOOGLE_CLIENT_ID": "id.apps.googleusercontent.com",
     "GOOGLE_CLIENT_SECRET": "google-secret",
     "ANTHROPIC_API_KEY": "sk-ant-real",
-    "REDIS_URL": "redis://cache.internal:6379/0",
+    "REDIS_URL": "rediss://cache.internal:6379/0",
     "SMTP_URL": "smtp://mailer:pw@smtp.internal:587",
 }
 

@@ -154,3 +154,54 @@ def test_production_refuses_development_shortcuts(change: dict[str, str], messag
 )
 def test_production_accepts_encrypted_or_local_mail(smtp_url: str) -> None:
     assert load_settings({**PRODUCTION, "SMTP_URL": smtp_url}).smtp_url == smtp_url
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [
+        "postgresql://aigen:pw@db.internal:5432/aigen",
+        "postgresql://aigen:pw@db.internal/aigen?sslmode=prefer",
+        "postgresql://aigen:pw@db.internal/aigen?sslmode=disable",
+        "postgresql://aigen:pw@127.0.0.1,db.internal/aigen",
+    ],
+)
+def test_production_refuses_a_remote_database_without_tls(database_url: str) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL must use TLS") as raised:
+        load_settings({**PRODUCTION, "DATABASE_URL": database_url})
+    assert "pw" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [
+        "postgresql://aigen:pw@db.internal/aigen?sslmode=require",
+        "postgresql://aigen:pw@db.internal/aigen?sslmode=verify-ca",
+        "postgres://aigen:pw@db.internal:5432/aigen?sslmode=verify-full",
+        "postgresql://aigen:pw@127.0.0.1:5432/aigen",
+        "postgresql://aigen:pw@localhost/aigen",
+        "postgresql://aigen:pw@[::1]:5432/aigen",
+        "postgresql://aigen@/aigen?host=/var/run/postgresql",
+    ],
+)
+def test_production_accepts_a_database_over_tls_or_on_this_machine(database_url: str) -> None:
+    assert load_settings({**PRODUCTION, "DATABASE_URL": database_url}).database_url
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "accepted"),
+    [
+        ("redis://cache.internal:6379/0", False),
+        ("redis://:pw@cache.internal:6379/0", False),
+        ("rediss://cache.internal:6379/0", True),
+        ("redis://127.0.0.1:6379/0", True),
+        ("redis://localhost:6379/0", True),
+        ("unix:///run/redis.sock?db=0", True),
+    ],
+)
+def test_production_refuses_a_remote_redis_without_tls(redis_url: str, accepted: bool) -> None:
+    environ = {**PRODUCTION, "REDIS_URL": redis_url}
+    if accepted:
+        assert load_settings(environ).redis_url == redis_url
+    else:
+        with pytest.raises(ConfigError, match="REDIS_URL must use rediss://"):
+            load_settings(environ)

@@ -52,6 +52,9 @@ from aigen.web.runtime import EXTENSION_KEY, Runtime
 log = logging.getLogger(__name__)
 
 SESSION_DAYS = 30
+AUTH_COOKIE = "aigen_auth"
+SESSION_COOKIE = "aigen_session"
+HOST_COOKIE_PREFIX = "__Host-"
 DRAIN_MARGIN = 5.0
 # Used only when no ANTHROPIC_API_KEY is configured and the local server answers instead.
 LOCAL_API_KEY = "local-development-key"
@@ -95,6 +98,8 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
 
 
 def _configure(app: Quart, settings: Settings) -> None:
+    # Browsers keep a __Host- cookie only when Secure, for this host alone (no Domain), Path=/.
+    cookie_prefix = HOST_COOKIE_PREFIX if settings.is_production else ""
     app.config.update(
         SECRET_KEY=settings.required_secret_key,
         # Up to 12 bytes a character (a JSON-escaped surrogate pair); validate_prompt counts the
@@ -103,9 +108,9 @@ def _configure(app: Quart, settings: Settings) -> None:
         QUART_AUTH_COOKIE_SECURE=settings.is_production,
         QUART_AUTH_COOKIE_SAMESITE="Lax",
         QUART_AUTH_COOKIE_HTTP_ONLY=True,
-        QUART_AUTH_COOKIE_NAME="aigen_auth",
+        QUART_AUTH_COOKIE_NAME=cookie_prefix + AUTH_COOKIE,
         QUART_AUTH_DURATION=SESSION_DAYS * 24 * 3600,
-        SESSION_COOKIE_NAME="aigen_session",
+        SESSION_COOKIE_NAME=cookie_prefix + SESSION_COOKIE,
         SESSION_COOKIE_SECURE=settings.is_production,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar, overload
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from aigen.clients.mail import parse_smtp_url
 from aigen.clients.ratelimit import RateLimit, parse_rate_limit
@@ -15,6 +16,7 @@ from aigen.clients.ratelimit import RateLimit, parse_rate_limit
 GOOGLE_DISCOVERY_URL = "https://accounts.google.com/.well-known/openid-configuration"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENVIRONMENTS = ("development", "production")
+TLS_SSLMODES = ("require", "verify-ca", "verify-full")
 
 # Names of the local stand-ins; `aigen serve` lists the ones it started in AIGEN_DEV_DEFAULTS.
 EMBEDDED_POSTGRES = "embedded PostgreSQL"
@@ -288,11 +290,56 @@ def _check_consistency(settings: Settings, errors: list[str]) -> None:
             "SMTP_URL must use TLS in production: smtps://, port 587 or credentials (STARTTLS"
             " required), unless the server is on this machine"
         )
+    # Over plain TCP across a network, prompts, answers and the database password travel in
+    # clear; so do the rate-limit keys and Redis's password.
+    if settings.database_url and not _database_is_encrypted(settings.database_url):
+        errors.append(
+            "DATABASE_URL must use TLS in production: add ?sslmode=require (or verify-ca,"
+            " verify-full), unless the server is on this machine"
+        )
+    if settings.redis_url and not _redis_is_encrypted(settings.redis_url):
+        errors.append(
+            "REDIS_URL must use rediss:// (TLS) in production, unless the server is on this machine"
+        )
 
 
 def _smtp_is_encrypted(url: str) -> bool:
     """Implicit TLS, required STARTTLS, or a relay on loopback."""
     smtp = parse_smtp_url(url)
-    return (
-        smtp.use_tls or smtp.start_tls is True or smtp.hostname in ("127.0.0.1", "::1", "localhost")
-    )
+    return smtp.use_tls or smtp.start_tls is True or _is_local(smtp.hostname)
+
+
+def _database_is_encrypted(url: str) -> bool:
+    """sslmode=require or stricter, or every host on loopback or a Unix socket."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    if query.get("sslmode", [""])[-1] in TLS_SSLMODES:
+        return True
+    hosts = [host for value in query.get("host", []) for host in value.split(",")]
+    netloc_hosts = parts.netloc.rpartition("@")[2]
+    hosts += [_without_port(host) for host in netloc_hosts.split(",") if host]
+    # No host at all: libpq and asyncpg use the local Unix socket.
+    return all(host.startswith("/") or _is_local(host) for host in hosts)
+
+
+def _redis_is_encrypted(url: str) -> bool:
+    """rediss://, a Unix socket, or a server on loopback."""
+    parts = urlsplit(url)
+    return parts.scheme in ("rediss", "unix") or _is_local(parts.hostname or "")
+
+
+def _without_port(host: str) -> str:
+    """'db:5432' -> 'db', '[::1]:5432' -> '::1'."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def _is_local(host: str) -> bool:
+    """A loopback name or address: traffic to it never leaves the machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from quart import Blueprint, Response, jsonify
 
 from aigen.clients.ratelimit import FallbackRateLimiter
 from aigen.core.readiness import database_problems
 from aigen.web.runtime import runtime
 
+log = logging.getLogger(__name__)
+
 blueprint = Blueprint("health", __name__)
+
+UNAVAILABLE = "unavailable"
 
 
 @blueprint.get("/healthz")
@@ -37,8 +43,12 @@ async def readyz() -> tuple[Response, int]:
 
 
 async def _rate_limiter_status() -> dict[str, object]:
-    """Which limiter runs, whether Redis answers now, and how many hits it let through."""
+    """Which limiter runs, whether Redis answers now, and how many hits the fallback decided."""
     limiter = getattr(runtime(), "limiter", None)  # unset until before_serving has run
     if not isinstance(limiter, FallbackRateLimiter):
         return {"backend": "memory", "error": None, "failures": 0}
-    return {"backend": "redis", "error": await limiter.ping(), "failures": limiter.failures}
+    problem = await limiter.ping()
+    if problem is not None:  # the detail names Redis's address: for the log, not the probe
+        log.warning("readiness: the rate limiter's Redis is unavailable: %s", problem)
+    error = None if problem is None else UNAVAILABLE
+    return {"backend": "redis", "error": error, "failures": limiter.failures}
