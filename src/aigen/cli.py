@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -63,6 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aigen: configuration error:\n{error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if args.command == "serve" and port_is_taken(args.host, args.port):
+        print(
+            f"aigen: port {args.port} on {args.host} is already in use: stop what uses it, or"
+            f" pick another port with `make run PORT={args.port + 1}`"
+            f" (`aigen serve --port {args.port + 1}`)",
+            file=sys.stderr,
+        )
+        return 2
     with ExitStack() as stack:
         if not settings.is_production:
             os.environ.update(_start_stand_ins(settings, stack, serving=args.command == "serve"))
@@ -74,6 +84,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
             return 0
         return asyncio.run(manage_users(settings, args))
+
+
+def port_is_taken(host: str, port: int) -> bool:
+    """Whether something already listens on host:port (checked before anything is started)."""
+    family, kind, protocol, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as hypercorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
 
 
 def _start_stand_ins(settings: Settings, stack: ExitStack, *, serving: bool) -> dict[str, str]:
