@@ -128,7 +128,7 @@ def _announce_defaults(settings: Settings) -> None:
         )
     if not settings.smtp_url:
         log.warning(
-            "development mode: SMTP_URL is unset, mail goes to the log and the %s in %s",
+            "development mode: SMTP_URL is unset, mail goes to the %s in %s (links to the log)",
             LOCAL_OUTBOX,
             _outbox(settings).resolve(),
         )
@@ -175,6 +175,7 @@ async def _start() -> None:
         runtime.limiter,
         secret_key=settings.required_secret_key,
         public_url=settings.public_url,
+        log_links=not settings.is_production and not settings.smtp_url,
     )
     runtime.oidc = OIDCClient(
         discovery_url=settings.oidc_discovery_url,
