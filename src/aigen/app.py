@@ -40,6 +40,7 @@ from aigen.web import (
     generate,
     health,
     json_only,
+    openapi,
     pages,
     rate_limits,
     security_headers,
@@ -88,6 +89,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     security_headers.init_app(app, production=settings.is_production)
     templating.init_app(app)
     register_error_handlers(app)
+    openapi.init_app(app)
     rate_limits.init_app(app, settings.forwarded_hops)
     app.before_serving(_start)
     app.after_serving(_stop)

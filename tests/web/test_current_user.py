@@ -22,6 +22,7 @@ PUBLIC = {
     ("/logout/everywhere", "POST"),  # the same, for every session of the account
     ("/healthz", "GET"),
     ("/readyz", "GET"),
+    ("/openapi.json", "GET"),  # the JSON API's OpenAPI document
     ("/static/<path:filename>", "GET"),
 }
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}

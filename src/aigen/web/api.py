@@ -10,6 +10,7 @@ from aigen.core.generation import validate_prompt
 from aigen.core.usage import usage_report
 from aigen.web.current_user import signed_in_user, signed_in_user_id
 from aigen.web.errors import APIError
+from aigen.web.openapi import GENERATE_RESPONSES, USAGE_RESPONSES, GenerateRequest, documented
 from aigen.web.rate_limits import remember
 from aigen.web.runtime import runtime
 
@@ -34,6 +35,7 @@ async def json_body() -> object:
 
 
 @blueprint.post("/generate")
+@documented(GENERATE_RESPONSES, request=GenerateRequest)
 async def generate() -> Response:
     """Generate an answer to a prompt, charging one credit."""
     user_id = signed_in_user_id()
@@ -44,6 +46,7 @@ async def generate() -> Response:
 
 
 @blueprint.get("/usage")
+@documented(USAGE_RESPONSES)
 async def usage() -> Response:
     """The user's plan, credits and this month's generations, tokens and days (UTC)."""
     user = await signed_in_user()

@@ -29,7 +29,7 @@ DEFAULT_NEXT = "/generate"
 UNAUTHORIZED = "Unauthorized"
 USER_KEY = "aigen_user"
 # Routes that never look at the user: no row is loaded for them.
-SESSIONLESS_ENDPOINTS = frozenset({"static", "health.healthz", "health.readyz"})
+SESSIONLESS_ENDPOINTS = frozenset({"static", "health.healthz", "health.readyz", "openapi"})
 
 
 def safe_next(value: str | None) -> str:
