@@ -275,6 +275,11 @@ def _check_consistency(settings: Settings, errors: list[str]) -> None:
         errors.append(
             "production refuses development defaults: " + ", ".join(settings.dev_defaults)
         )
+    _check_encrypted_transport(settings, errors)
+
+
+def _check_encrypted_transport(settings: Settings, errors: list[str]) -> None:
+    """Production talks to the browser and to every service over TLS (or on this machine)."""
     if not settings.public_url.startswith("https://"):
         errors.append("PUBLIC_URL must use https:// in production")
     # Over plain http a man in the middle could serve his own JWKS (forged sign-ins) or read
