@@ -37,6 +37,7 @@ from tests.conftest import _recreate_database, _with_database  # noqa: E402
 from aigen.app import create_app  # noqa: E402
 from aigen.dev.anthropic import FakeAnthropicAdmin  # noqa: E402
 from aigen.store.migrations import migrate  # noqa: E402
+from aigen.web.current_user import session_auth_id  # noqa: E402
 
 BENCH_DATABASE = "aigen_bench"
 SECRET = "bench-secret-key-bench-secret-key-0123456789"
@@ -60,18 +61,19 @@ def server_url() -> tuple[str, object | None]:
     return server.get_uri(), server
 
 
-async def make_users(url: str, count: int, limit: int) -> list[int]:
+async def make_users(url: str, count: int, limit: int) -> dict[int, int]:
+    """Fresh users: each id with its session version (the sign-in cookie carries both)."""
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("TRUNCATE users, generations RESTART IDENTITY CASCADE")
         rows = await conn.fetch(
             "INSERT INTO users (sub, email, email_verified, credits_limit)"
             " SELECT 'bench-' || n, 'bench' || n || '@example.com', true, $2"
-            " FROM generate_series(1, $1) AS n RETURNING id",
+            " FROM generate_series(1, $1) AS n RETURNING id, session_version",
             count,
             limit,
         )
-        return [row["id"] for row in rows]
+        return {row["id"]: row["session_version"] for row in rows}
     finally:
         await conn.close()
 
@@ -116,10 +118,11 @@ def start_app(args: argparse.Namespace, environment: dict, port: int) -> subproc
 
 async def run(args: argparse.Namespace, database_url: str, claude_url: str) -> None:
     environment = app_environment(args, database_url, claude_url)
-    users = await make_users(database_url, args.concurrency, args.requests)
+    versions = await make_users(database_url, args.concurrency, args.requests)
+    users = list(versions)
     app = create_app(environment)  # only to mint the sign-in cookies the server accepts
     auth = app.extensions["QUART_AUTH"][0]
-    cookies = {user: auth.dump_token(str(user), app) for user in users}
+    cookies = {user: auth.dump_token(session_auth_id(user, versions[user]), app) for user in users}
     port = free_port()
     server = start_app(args, environment, port)
     base = f"http://127.0.0.1:{port}"

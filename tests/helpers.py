@@ -27,21 +27,23 @@ from aigen.dev.serving import (
 )
 from aigen.store import repository
 from aigen.store.repository import User
+from aigen.web.current_user import session_auth_id
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-for-production-0123456789"
 GENERATE = "/api/generate"
 STRIPE_WEBHOOK_SECRET = "whsec_aigen_tests"
+FIRST_SESSION_VERSION = 1  # users.session_version of a new user (sql/004)
 # Every setting production requires, with values that pass its checks.
 PRODUCTION = {
     "AIGEN_ENV": "production",
     "SECRET_KEY": "s" * 40,
     "PUBLIC_URL": "https://aigen.example.com",
-    "DATABASE_URL": "postgresql://aigen:pw@db.internal:5432/aigen",
+    "DATABASE_URL": "postgresql://aigen:pw@db.internal:5432/aigen?sslmode=verify-full",
     "GOOGLE_CLIENT_ID": "id.apps.googleusercontent.com",
     "GOOGLE_CLIENT_SECRET": "google-secret",
     "ANTHROPIC_API_KEY": "sk-ant-real",
-    "REDIS_URL": "redis://cache.internal:6379/0",
+    "REDIS_URL": "rediss://cache.internal:6379/0",
     "SMTP_URL": "smtp://mailer:pw@smtp.internal:587",
 }
 
@@ -116,16 +118,27 @@ async def served(app: Quart) -> AsyncIterator[str]:
         await server
 
 
+def auth_id(user_id: int, session_version: int = FIRST_SESSION_VERSION) -> str:
+    """The auth id the sign-in cookie of this user carries (a new user's session by default)."""
+    return session_auth_id(user_id, session_version)
+
+
 def auth_cookie(app: Quart, user_id: int) -> str:
     """The value of the sign-in cookie quart-auth would set for this user."""
-    return app.extensions["QUART_AUTH"][0].dump_token(str(user_id), app)
+    return app.extensions["QUART_AUTH"][0].dump_token(auth_id(user_id), app)
+
+
+def cookie_signed_with(app: Quart, key: str, user_id: int) -> str:
+    """A sign-in cookie for this user signed with `key` instead of the app's own key."""
+    extension = app.extensions["QUART_AUTH"][0]
+    return extension.serializer_class(key, extension.salt).dumps(auth_id(user_id))
 
 
 @asynccontextmanager
 async def signed_in(app: Quart, user_id: int) -> AsyncIterator[TestClientProtocol]:
     """A test client of `app` carrying the session cookie of `user_id`."""
     test_client = app.test_client()
-    async with authenticated_client(test_client, str(user_id)):
+    async with authenticated_client(test_client, auth_id(user_id)):
         yield test_client
 
 

@@ -164,3 +164,19 @@ def test_serving_in_production_imports_no_development_stand_in(
     ]
     assert "aigen.web.api" in imported  # the worker's imports were seen
     assert not [name for name in imported if name.startswith("aigen.dev")]
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--host", "127.0.0.1", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"port {port}" in err and f"make run PORT={port + 1}" in err
+    assert "Traceback" not in err

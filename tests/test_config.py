@@ -208,7 +208,7 @@ def test_production_accepts_encrypted_or_local_mail(smtp_url: str) -> None:
 # --- PgBouncer in front of PostgreSQL -----------------------------------------------------------
 
 BOUNCED = "postgresql://aigen:pw@pgbouncer.internal:6432/aigen"
-DIRECT = "postgresql://aigen:direct-pw@db.internal:5432/aigen"
+DIRECT = "postgresql://aigen:direct-pw@db.internal:5432/aigen?sslmode=verify-full"
 
 
 @pytest.mark.parametrize(
@@ -241,3 +241,63 @@ def test_production_accepts_pgbouncer_and_never_shows_the_direct_password() -> N
     with pytest.raises(ConfigError) as raised:
         load_settings({**PRODUCTION, "DATABASE_DIRECT_URL": "mysql://u:direct-pw@db/x"})
     assert "DATABASE_DIRECT_URL" in str(raised.value) and "direct-pw" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [
+        "postgresql://aigen:pw@db.internal:5432/aigen",
+        "postgresql://aigen:pw@db.internal/aigen?sslmode=prefer",
+        "postgresql://aigen:pw@db.internal/aigen?sslmode=disable",
+        "postgresql://aigen:pw@127.0.0.1,db.internal/aigen",
+    ],
+)
+def test_production_refuses_a_remote_database_without_tls(database_url: str) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL must use TLS") as raised:
+        load_settings({**PRODUCTION, "DATABASE_URL": database_url})
+    assert "pw" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [
+        "postgresql://aigen:pw@db.internal/aigen?sslmode=require",
+        "postgresql://aigen:pw@db.internal/aigen?sslmode=verify-ca",
+        "postgres://aigen:pw@db.internal:5432/aigen?sslmode=verify-full",
+        "postgresql://aigen:pw@127.0.0.1:5432/aigen",
+        "postgresql://aigen:pw@localhost/aigen",
+        "postgresql://aigen:pw@[::1]:5432/aigen",
+        "postgresql://aigen@/aigen?host=/var/run/postgresql",
+    ],
+)
+def test_production_accepts_a_database_over_tls_or_on_this_machine(database_url: str) -> None:
+    assert load_settings({**PRODUCTION, "DATABASE_URL": database_url}).database_url
+
+
+def test_production_refuses_a_direct_database_url_without_tls() -> None:
+    direct = "postgresql://aigen:direct-pw@db.internal:5432/aigen"
+    with pytest.raises(ConfigError, match="DATABASE_DIRECT_URL must use TLS") as raised:
+        load_settings({**PRODUCTION, "DATABASE_DIRECT_URL": direct})
+    assert "direct-pw" not in str(raised.value)
+    accepted = load_settings({**PRODUCTION, "DATABASE_DIRECT_URL": direct + "?sslmode=require"})
+    assert accepted.migration_database_url == direct + "?sslmode=require"
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "accepted"),
+    [
+        ("redis://cache.internal:6379/0", False),
+        ("redis://:pw@cache.internal:6379/0", False),
+        ("rediss://cache.internal:6379/0", True),
+        ("redis://127.0.0.1:6379/0", True),
+        ("redis://localhost:6379/0", True),
+        ("unix:///run/redis.sock?db=0", True),
+    ],
+)
+def test_production_refuses_a_remote_redis_without_tls(redis_url: str, accepted: bool) -> None:
+    environ = {**PRODUCTION, "REDIS_URL": redis_url}
+    if accepted:
+        assert load_settings(environ).redis_url == redis_url
+    else:
+        with pytest.raises(ConfigError, match="REDIS_URL must use rediss://"):
+            load_settings(environ)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -29,6 +30,7 @@ from aigen.core.generation import GenerationService, sweep_forever
 from aigen.core.verification import VerificationService
 from aigen.logs import configure_logging
 from aigen.paths import STATIC_DIR, TEMPLATES_DIR
+from aigen.secret_key import development_secret_key
 from aigen.store.migrations import load_migrations, pending_migrations
 from aigen.store.pool import create_pool
 from aigen.web import (
@@ -36,9 +38,12 @@ from aigen.web import (
     auth,
     billing,
     csrf,
+    current_user,
     generate,
     health,
+    json_only,
     keys,
+    openapi,
     pages,
     rate_limits,
     security_headers,
@@ -51,6 +56,9 @@ from aigen.web.runtime import EXTENSION_KEY, Runtime
 log = logging.getLogger(__name__)
 
 SESSION_DAYS = 30
+AUTH_COOKIE = "aigen_auth"
+SESSION_COOKIE = "aigen_session"
+HOST_COOKIE_PREFIX = "__Host-"
 DRAIN_MARGIN = 5.0
 # Used only when no ANTHROPIC_API_KEY is configured and the local server answers instead.
 LOCAL_API_KEY = "local-development-key"
@@ -62,6 +70,8 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     """Build the app from the environment, with `overrides` taking precedence (tests)."""
     settings = load_settings({**os.environ, **(overrides or {})})
     configure_logging(settings.log_level)
+    if not settings.secret_key:  # development only: production refuses to start without it
+        settings = replace(settings, secret_key=development_secret_key(settings.data_dir))
     if not settings.database_url:
         raise ConfigError(
             "DATABASE_URL is not set: run the app with `aigen serve`, which starts the embedded"
@@ -76,6 +86,8 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     _configure(app, settings)
     app.extensions[EXTENSION_KEY] = Runtime(settings=settings)
     QuartAuth(app)
+    json_only.init_app(app)  # the first before_request hook: 415 before anything else
+    current_user.init_app(app)  # then the session, before CSRF and the views
     for module in (health, auth, api, pages, generate, verification, billing, keys):
         app.register_blueprint(module.blueprint)
     csrf.init_app(app, settings.public_url)
@@ -84,6 +96,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
     )
     templating.init_app(app)
     register_error_handlers(app)
+    openapi.init_app(app)
     rate_limits.init_app(app, settings.forwarded_hops)
     app.before_serving(_start)
     app.after_serving(_stop)
@@ -94,17 +107,19 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Quart:
 
 
 def _configure(app: Quart, settings: Settings) -> None:
+    # Browsers keep a __Host- cookie only when Secure, for this host alone (no Domain), Path=/.
+    cookie_prefix = HOST_COOKIE_PREFIX if settings.is_production else ""
     app.config.update(
-        SECRET_KEY=settings.secret_key,
+        SECRET_KEY=settings.required_secret_key,
         # Up to 12 bytes a character (a JSON-escaped surrogate pair); validate_prompt counts the
         # characters, this only stops bodies no valid prompt could need.
         MAX_CONTENT_LENGTH=settings.max_prompt_chars * 12 + 64 * 1024,
         QUART_AUTH_COOKIE_SECURE=settings.is_production,
         QUART_AUTH_COOKIE_SAMESITE="Lax",
         QUART_AUTH_COOKIE_HTTP_ONLY=True,
-        QUART_AUTH_COOKIE_NAME="aigen_auth",
+        QUART_AUTH_COOKIE_NAME=cookie_prefix + AUTH_COOKIE,
         QUART_AUTH_DURATION=SESSION_DAYS * 24 * 3600,
-        SESSION_COOKIE_NAME="aigen_session",
+        SESSION_COOKIE_NAME=cookie_prefix + SESSION_COOKIE,
         SESSION_COOKIE_SECURE=settings.is_production,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -131,7 +146,7 @@ def _announce_defaults(settings: Settings) -> None:
         )
     if not settings.smtp_url:
         log.warning(
-            "development mode: SMTP_URL is unset, mail goes to the log and the %s in %s",
+            "development mode: SMTP_URL is unset, mail goes to the %s in %s (links to the log)",
             LOCAL_OUTBOX,
             _outbox(settings).resolve(),
         )
@@ -186,8 +201,9 @@ async def _start() -> None:
         runtime.pool,
         runtime.mailer,
         runtime.limiter,
-        secret_key=settings.secret_key,
+        secret_key=settings.required_secret_key,
         public_url=settings.public_url,
+        log_links=not settings.is_production and not settings.smtp_url,
     )
     runtime.oidc = OIDCClient(
         discovery_url=settings.oidc_discovery_url,

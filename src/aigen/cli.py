@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -19,9 +22,10 @@ from aigen.store import repository
 from aigen.store.migrations import migrate
 from aigen.store.pool import connect
 
-log = logging.getLogger("aigen")
+if TYPE_CHECKING:
+    from hypercorn.config import Config
 
-ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'  # %(r)s is the path without its query
+log = logging.getLogger("aigen")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aigen: configuration error:\n{error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if args.command == "serve" and port_is_taken(args.host, args.port):
+        print(
+            f"aigen: port {args.port} on {args.host} is already in use: stop what uses it, or"
+            f" pick another port with `make run PORT={args.port + 1}`"
+            f" (`aigen serve --port {args.port + 1}`)",
+            file=sys.stderr,
+        )
+        return 2
     with ExitStack() as stack:
         if not settings.is_production:
             os.environ.update(_start_stand_ins(settings, stack, serving=args.command == "serve"))
@@ -75,6 +87,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(manage_users(settings, args))
 
 
+def port_is_taken(host: str, port: int) -> bool:
+    """Whether something already listens on host:port (checked before anything is started)."""
+    family, kind, protocol, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as hypercorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
 def _start_stand_ins(settings: Settings, stack: ExitStack, *, serving: bool) -> dict[str, str]:
     """Development only: start what is not configured (imported lazily, never in production)."""
     from aigen.dev.launcher import start_dev_peers
@@ -84,24 +112,34 @@ def _start_stand_ins(settings: Settings, stack: ExitStack, *, serving: bool) -> 
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     """Migrate (past PgBouncer if DATABASE_DIRECT_URL is set), then run hypercorn workers."""
-    from hypercorn.config import Config
     from hypercorn.run import run
 
     asyncio.run(migrate(settings.migration_database_url))
+    config = hypercorn_config(settings, host, port, workers)
+    log.info("serving on http://%s:%d with %d worker(s)", host, port, workers)
+    return run(config)
+
+
+def hypercorn_config(settings: Settings, host: str, port: int, workers: int) -> Config:
+    """How `aigen serve` runs hypercorn."""
+    from hypercorn.config import Config
+
+    from aigen.access_log import ACCESS_LOG_FORMAT, EscapingLogger
+
     config = Config()
     config.application_path = "aigen.app:create_app()"
     config.bind = [f"{host}:{port}"]
     config.workers = workers
-    # Through our logging set-up (one line each), and without query strings or referrers:
-    # OAuth codes and e-mail verification tokens travel in URLs.
+    # Through our logging set-up (one line each, escaped), and without query strings or
+    # referrers: OAuth codes and e-mail verification tokens travel in URLs.
     config.accesslog = logging.getLogger("hypercorn.access")
     config.errorlog = logging.getLogger("hypercorn.error")
     config.access_log_format = ACCESS_LOG_FORMAT
+    config.logger_class = EscapingLogger
     # Let requests waiting on Claude finish on shutdown (each is bounded by the upstream timeout).
     config.graceful_timeout = settings.upstream_timeout + 5
     config.shutdown_timeout = settings.upstream_timeout + 30
-    log.info("serving on http://%s:%d with %d worker(s)", host, port, workers)
-    return run(config)
+    return config
 
 
 async def manage_users(settings: Settings, args: argparse.Namespace) -> int:

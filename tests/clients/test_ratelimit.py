@@ -11,7 +11,7 @@ import redis.asyncio
 
 from aigen.clients.ratelimit import (
     Decision,
-    FailOpenRateLimiter,
+    FallbackRateLimiter,
     MemoryRateLimiter,
     RateLimit,
     RedisRateLimiter,
@@ -278,46 +278,46 @@ async def test_memory_limiter_forgets_full_buckets() -> None:
     assert len(limiter._tats) <= 4096  # not 20_000
 
 
-async def test_fail_open_when_redis_is_down(
+async def test_the_process_limits_on_its_own_when_redis_is_down(
     redis_client: redis.asyncio.Redis, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="aigen.clients.ratelimit")
     down = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    fail_open = FailOpenRateLimiter(RedisRateLimiter(down, prefix=prefix), timeout=0.3)
+    fallback = FallbackRateLimiter(RedisRateLimiter(down, prefix=prefix), timeout=0.3)
     limit = parse_rate_limit("1/minute")
     started = time.monotonic()
-    decisions = [await fail_open.hit("user:1", limit) for _ in range(3)]
+    decisions = [await fallback.hit("user:1", limit) for _ in range(3)]
     assert time.monotonic() - started < 2  # bounded by `timeout`, not redis-py's retries
-    assert all(decision.allowed for decision in decisions)
-    assert (fail_open.failures, fail_open.healthy) == (3, False)
-    assert fail_open.last_error
-    assert await fail_open.ping()
+    assert [decision.allowed for decision in decisions] == [True, False, False]
+    assert (fallback.failures, fallback.healthy) == (3, False)
+    assert fallback.last_error
+    assert await fallback.ping()
     errors = [record for record in caplog.records if record.levelno == logging.ERROR]
     assert len(errors) == 1  # once per outage, not once per request
-    assert fail_open.last_error in errors[0].getMessage()
+    assert fallback.last_error in errors[0].getMessage()
 
-    fail_open.limiter.redis = redis_client
-    assert await fail_open.ping() is None
-    assert (await fail_open.hit("user:1", limit)).allowed
-    assert not (await fail_open.hit("user:1", limit)).allowed  # limiting again
-    assert (fail_open.failures, fail_open.healthy) == (3, True)
+    fallback.limiter.redis = redis_client
+    assert await fallback.ping() is None
+    assert (await fallback.hit("user:1", limit)).allowed
+    assert not (await fallback.hit("user:1", limit)).allowed  # limiting again
+    assert (fallback.failures, fallback.healthy) == (3, True)
     assert "recovered after 3 failed hits" in caplog.records[-1].getMessage()
     await down.aclose()
 
 
-async def test_fail_open_logs_again_after_log_every(
+async def test_fallback_logs_again_after_log_every(
     prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="aigen.clients.ratelimit")
     down = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    fail_open = FailOpenRateLimiter(
+    fallback = FallbackRateLimiter(
         RedisRateLimiter(down, prefix=prefix), timeout=0.05, log_every=0.5
     )
     for _ in range(2):
-        await fail_open.hit("user:1", parse_rate_limit("1/minute"))
+        await fallback.hit("user:1", parse_rate_limit("1/minute"))
     assert len(caplog.records) == 1
     await asyncio.sleep(0.5)
-    await fail_open.hit("user:1", parse_rate_limit("1/minute"))
+    await fallback.hit("user:1", parse_rate_limit("1/minute"))
     assert len(caplog.records) == 2
     assert "3 failed hits in this outage" in caplog.records[-1].getMessage()
     await down.aclose()

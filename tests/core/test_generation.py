@@ -72,9 +72,13 @@ async def test_late_answer_after_the_sweep_is_not_charged(app, db, fake_claude) 
     """If the sweeper already refunded a reservation, a late answer is not stored or charged."""
     ada = await make_user(db, "ada@example.com")
     service = app.extensions[EXTENSION_KEY].generations
-    fake_claude.set_scenario([{"type": "delay", "seconds": 0.6}])
+    fake_claude.set_scenario([{"type": "delay", "seconds": 1.0}])
     call = asyncio.create_task(service.generate(ada.id, "slow"))
-    await asyncio.sleep(0.3)
+    # Polled rather than slept: on a loaded machine the reservation may take a while.
+    for _ in range(200):
+        if await db.fetchval("SELECT count(*) FROM generations WHERE status = 'pending'"):
+            break
+        await asyncio.sleep(0.01)
     await db.execute("UPDATE generations SET created_at = now() - interval '1 hour'")
     assert await sweep_stale(app.extensions[EXTENSION_KEY].pool, 600) == 1
     with pytest.raises(UpstreamFailed) as raised:

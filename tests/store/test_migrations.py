@@ -48,10 +48,15 @@ async def test_pending_migrations_on_an_empty_database(empty_database: str) -> N
         await conn.close()
 
 
-async def test_email_is_unique_case_insensitively(db) -> None:
-    await db.execute("INSERT INTO users (sub, email) VALUES ('a', 'Same@Example.com')")
+async def test_a_verified_email_is_unique_case_insensitively(db) -> None:
+    insert = "INSERT INTO users (sub, email, email_verified) VALUES ($1, $2, $3)"
+    await db.execute(insert, "a", "Same@Example.com", True)
+    await db.execute(insert, "b", "same@example.COM", False)  # an unverified claim: its own row
+    await db.execute(insert, "c", "SAME@example.com", False)
     with pytest.raises(asyncpg.UniqueViolationError):
-        await db.execute("INSERT INTO users (sub, email) VALUES ('b', 'same@example.COM')")
+        await db.execute(insert, "d", "same@example.COM", True)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await db.execute("UPDATE users SET email_verified = true WHERE sub = 'b'")
 
 
 async def test_credits_used_can_never_go_negative(db) -> None:

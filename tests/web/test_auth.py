@@ -177,17 +177,50 @@ async def test_only_an_honest_id_token_signs_in(
         assert "Sign-in failed" in await response.get_data(as_text=True)
 
 
-async def test_email_of_another_account_is_refused(
+async def test_a_second_verified_claim_to_an_address_is_refused(
     client, db, oidc_provider: LocalOIDCProvider
 ) -> None:
     from tests.helpers import make_user
 
     await make_user(db, "taken@example.com")
-    oidc_provider.set_user("other-sub", email="TAKEN@example.com")
+    oidc_provider.set_user("other-sub", email="TAKEN@example.com", email_verified=True)
     authorize_url = await start_sign_in(client)
     response = await client.get(await provider_callback(oidc_provider, authorize_url, "other-sub"))
     assert response.status_code == 409
     assert await db.fetchval("SELECT count(*) FROM users") == 1
+
+
+async def sign_in_as(client, provider: LocalOIDCProvider, sub: str, *, verified: bool) -> int:
+    """The whole round trip for `sub` claiming owner@example.com; the callback's status."""
+    provider.set_user(sub, email="Owner@Example.com", email_verified=verified)
+    authorize_url = await start_sign_in(client)
+    response = await client.get(await provider_callback(provider, authorize_url, sub))
+    return response.status_code
+
+
+async def test_an_unverified_claim_never_blocks_the_verified_owner(
+    app: Quart, db, oidc_provider: LocalOIDCProvider
+) -> None:
+    squatter, owner = app.test_client(), app.test_client()
+    assert await sign_in_as(squatter, oidc_provider, "squatter-sub", verified=False) == 302
+    assert await sign_in_as(owner, oidc_provider, "owner-sub", verified=True) == 302
+    rows = await db.fetch("SELECT sub, email_verified FROM users ORDER BY id")
+    assert [tuple(row) for row in rows] == [("squatter-sub", False), ("owner-sub", True)]
+    assert (await owner.post("/api/generate", json={"prompt": "mine"})).status_code == 200
+    assert (await squatter.post("/api/generate", json={"prompt": "x"})).status_code == 403
+
+
+async def test_an_unverified_claim_to_an_owned_address_gets_its_own_row_and_no_mail(
+    app: Quart, db, oidc_provider: LocalOIDCProvider
+) -> None:
+    owner, squatter = app.test_client(), app.test_client()
+    assert await sign_in_as(owner, oidc_provider, "owner-sub", verified=True) == 302
+    assert await sign_in_as(squatter, oidc_provider, "squatter-sub", verified=False) == 302
+    row = await db.fetchrow(
+        "SELECT email_verified, verify_sent_at FROM users WHERE sub = 'squatter-sub'"
+    )
+    assert tuple(row) == (False, None)  # no link was mailed to the owner's address
+    assert (await owner.get("/api/usage")).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from quart import Quart
 from quart_auth import authenticated_client
 
 from aigen.store.repository import User
-from tests.helpers import make_user, page_csrf_token, signed_in
+from tests.helpers import auth_id, make_user, page_csrf_token, signed_in
 
 PUBLIC_ORIGIN = "http://127.0.0.1:8000"  # PUBLIC_URL of the test settings
 HTMX = {"HX-Request": "true"}
@@ -62,7 +62,7 @@ async def test_page_post_with_the_token_goes_through(user_client, user, db, wher
 async def test_token_from_before_sign_in_is_worthless_after(app: Quart, user: User, db) -> None:
     client = app.test_client()
     before = await page_csrf_token(client)  # signed out: a session and a token exist
-    async with authenticated_client(client, str(user.id)):
+    async with authenticated_client(client, auth_id(user.id)):
         response = await client.post(
             "/generate", form={"prompt": "hi"}, headers={"X-CSRF-Token": before}
         )
@@ -120,14 +120,15 @@ async def test_cross_site_api_call_is_403_and_changes_nothing(
     assert fake_claude.requests() == []
 
 
-async def test_cross_site_text_plain_form_forging_json_is_403(user_client, user, db) -> None:
-    # <form enctype="text/plain"> can smuggle a JSON-looking body without a CORS preflight.
+async def test_cross_site_text_plain_form_forging_json_is_refused(user_client, user, db) -> None:
+    # <form enctype="text/plain"> can smuggle a JSON-looking body without a CORS preflight;
+    # /api/* refuses any body that is not JSON with 415 before the CSRF check (json_only.py).
     response = await user_client.post(
         "/api/generate",
         data='{"prompt": "forged", "x": "="}',
         headers={"Content-Type": "text/plain", "Origin": "https://evil.example"},
     )
-    assert response.status_code == 403
+    assert response.status_code == 415
     assert await state(db, user.id) == (0, 0)
 
 

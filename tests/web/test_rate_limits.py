@@ -24,11 +24,19 @@ import redis.asyncio
 from quart import Quart
 
 from aigen.app import create_app
-from aigen.clients.ratelimit import FailOpenRateLimiter, MemoryRateLimiter
+from aigen.clients.ratelimit import FallbackRateLimiter, MemoryRateLimiter
 from aigen.config import IN_PROCESS_RATE_LIMITER
 from aigen.core.errors import RateLimited
 from aigen.web.runtime import EXTENSION_KEY, Runtime
-from tests.helpers import GENERATE, ROOT, announced_dev_defaults, counts, make_user, signed_in
+from tests.helpers import (
+    GENERATE,
+    ROOT,
+    announced_dev_defaults,
+    auth_id,
+    counts,
+    make_user,
+    signed_in,
+)
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
 HEADER_NAMES = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
@@ -93,9 +101,9 @@ async def test_without_redis_url_the_in_process_limiter_is_announced(
     assert any(IN_PROCESS_RATE_LIMITER in record.getMessage() for record in caplog.records)
 
 
-async def test_with_redis_url_the_limiter_is_redis_and_fails_open(redis_settings, db) -> None:
+async def test_with_redis_url_the_limiter_is_redis_with_a_fallback(redis_settings, db) -> None:
     async with running(redis_settings) as app:
-        assert isinstance(runtime_of(app).limiter, FailOpenRateLimiter)
+        assert isinstance(runtime_of(app).limiter, FallbackRateLimiter)
         assert IN_PROCESS_RATE_LIMITER not in announced_dev_defaults(app)
         response = await app.test_client().get("/readyz")
     assert response.status_code == 200
@@ -251,13 +259,13 @@ def private_redis() -> Iterator[RedisServer]:
     server.stop()
 
 
-async def test_redis_down_mid_run_fails_open_logs_counts_and_reports(
+async def test_redis_down_mid_run_falls_back_logs_counts_and_reports(
     app_settings, db, user, private_redis: RedisServer, caplog
 ) -> None:
     settings = {**app_settings, "REDIS_URL": private_redis.url, "RATE_LIMIT": "100/minute"}
     async with running(settings) as app:
         limiter = runtime_of(app).limiter
-        assert isinstance(limiter, FailOpenRateLimiter)
+        assert isinstance(limiter, FallbackRateLimiter)
         async with signed_in(app, user.id) as client:
             before = await client.post(GENERATE, json={"prompt": "while Redis is up"})
             private_redis.stop()
@@ -281,6 +289,33 @@ async def test_redis_down_mid_run_fails_open_logs_counts_and_reports(
     assert after.status_code == 200 and limiter.healthy
     assert (await ready_after.get_json())["status"] == "ready"
     assert await counts(db, user.id) == (3, {"succeeded": 3})
+
+
+async def test_with_redis_down_the_limit_still_holds_per_worker(
+    app_settings, db, user, caplog
+) -> None:
+    """Redis unreachable: the worker's own limiter decides (15 of 15 passed a 10/minute limit)."""
+    settings = {
+        **app_settings,
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        "RATE_LIMIT": "10/minute",
+    }
+    async with running(settings) as app, signed_in(app, user.id) as client:
+        await make_user_unlimited(app, user.id)
+        with caplog.at_level(logging.ERROR, logger="aigen.clients.ratelimit"):
+            statuses = [
+                (await client.post(GENERATE, json={"prompt": f"{i}"})).status_code
+                for i in range(15)
+            ]
+        ready = await client.get("/readyz")
+    assert statuses == [200] * 10 + [429] * 5
+    assert ready.status_code == 200 and (await ready.get_json())["status"] == "degraded"
+    assert await counts(db, user.id) == (10, {"succeeded": 10})
+
+
+async def make_user_unlimited(app: Quart, user_id: int) -> None:
+    async with runtime_of(app).pool.acquire() as conn:
+        await conn.execute("UPDATE users SET plan = 'PRO' WHERE id = $1", user_id)
 
 
 # --- two hypercorn workers sharing one Redis ---------------------------------------------------
@@ -348,7 +383,7 @@ def _wait_healthy(url: str, process: subprocess.Popen, log_path: Path) -> None:
 def auth_cookie(app_settings: dict[str, str], user_id: int) -> dict[str, str]:
     """The quart-auth cookie the served app (same SECRET_KEY) accepts for `user_id`."""
     app = create_app(app_settings)
-    token = app.extensions["QUART_AUTH"][0].dump_token(str(user_id), app=app)
+    token = app.extensions["QUART_AUTH"][0].dump_token(auth_id(user_id), app=app)
     return {app.config["QUART_AUTH_COOKIE_NAME"]: token}
 
 

@@ -70,3 +70,34 @@ def test_templates_have_no_inline_script_style_or_handlers(template) -> None:
     assert not re.search(r"\son[a-z]+=", source), "inline event handler"
     assert "|safe" not in source
     assert "hx-on" not in source  # htmx evaluates hx-on:* like inline script
+
+
+@pytest.mark.parametrize(
+    "path", ["/dashboard", "/generate", "/history", "/dashboard/usage", "/pricing", "/api/usage"]
+)
+async def test_signed_in_answers_are_never_stored(user_client, path: str) -> None:
+    response = await user_client.get(path)
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+async def test_api_answers_are_never_stored_and_public_files_may_be(client, user_client) -> None:
+    signed_out = await client.post("/api/generate", json={"prompt": "x"})
+    assert signed_out.status_code == 401 and signed_out.headers["Cache-Control"] == "no-store"
+    assert (await client.get("/pricing")).headers.get("Cache-Control") != "no-store"
+    css = await user_client.get("/static/aigen.css")
+    assert css.headers.get("Cache-Control") != "no-store"
+
+
+async def test_production_cookies_carry_the_host_prefix(database_url: str) -> None:
+    from aigen.app import create_app
+    from tests.helpers import PRODUCTION
+
+    app = create_app({**PRODUCTION, "DATABASE_URL": database_url})
+    assert app.config["QUART_AUTH_COOKIE_NAME"] == "__Host-aigen_auth"
+    assert app.config["SESSION_COOKIE_NAME"] == "__Host-aigen_session"
+    response = await app.test_client().get("/pricing", scheme="https")
+    (cookie,) = response.headers.get_all("Set-Cookie")
+    # What browsers require of a __Host- cookie: Secure, Path=/ and no Domain.
+    assert cookie.startswith("__Host-aigen_session=")
+    assert "Secure" in cookie and "Path=/" in cookie and "Domain" not in cookie

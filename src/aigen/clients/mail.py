@@ -22,6 +22,7 @@ DEFAULT_PORTS = {"smtp": 587, "smtps": 465}
 SUBMISSION_PORT = 587
 DEFAULT_TIMEOUT_SECONDS = 10.0
 URL_OPTIONS = {"timeout"}
+OUTBOX_CTE = "8bit"
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,12 @@ def _timeout_of(query: str) -> float:
     return timeout
 
 
-def build_message(mail: OutgoingMail, mail_from: str) -> EmailMessage:
-    """Turn an OutgoingMail into a complete RFC 5322 message (text, optional html alternative)."""
+def build_message(mail: OutgoingMail, mail_from: str, *, cte: str | None = None) -> EmailMessage:
+    """Turn an OutgoingMail into a complete RFC 5322 message (text, optional html alternative).
+
+    `cte` forces the bodies' transfer encoding; None lets the email package choose one that
+    any SMTP path carries (quoted-printable for long lines).
+    """
     message = EmailMessage()
     message["From"] = mail_from
     message["To"] = mail.to
@@ -125,9 +130,9 @@ def build_message(mail: OutgoingMail, mail_from: str) -> EmailMessage:
     message["Date"] = email.utils.format_datetime(datetime.now(UTC))
     # An explicit domain: make_msgid() would otherwise do a blocking getfqdn() DNS lookup.
     message["Message-ID"] = email.utils.make_msgid(domain=_domain_of(mail_from))
-    message.set_content(mail.text)
+    message.set_content(mail.text, cte=cte)
     if mail.html is not None:
-        message.add_alternative(mail.html, subtype="html")
+        message.add_alternative(mail.html, subtype="html", cte=cte)
     return message
 
 
@@ -171,7 +176,8 @@ class OutboxMailer:
 
     async def send(self, mail: OutgoingMail) -> None:
         """Save one message; logs where, never the body (it holds a secret link)."""
-        data = build_message(mail, self.mail_from).as_bytes()
+        # 8bit: a file has no line limit, so a link stays whole (no =3D, no soft line breaks).
+        data = build_message(mail, self.mail_from, cte=OUTBOX_CTE).as_bytes()
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = self.folder / f"{stamp}-{secrets.token_hex(4)}.eml"
         try:

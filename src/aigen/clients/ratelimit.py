@@ -216,20 +216,21 @@ class MemoryRateLimiter:
         self._sweep_at = max(1024, 2 * len(self._tats))
 
 
-class FailOpenRateLimiter:
-    """Wraps a RedisRateLimiter so that a Redis outage allows requests instead of failing them.
+class FallbackRateLimiter:
+    """Wraps a RedisRateLimiter so that a Redis outage falls back to this process's own limiter.
 
-    `failures` counts hits allowed because Redis failed; `healthy` and `last_error` describe
-    the most recent hit. An ERROR is logged when an outage starts and then at most every
-    `log_every` seconds; `timeout` bounds how long a hit may wait for Redis (including
-    redis-py's own retries) before giving up and allowing the request. A request allowed
-    this way gets `Decision(True, count, count - 1, 0, 0)`, as if its bucket were fresh.
+    During an outage each worker limits on its own (MemoryRateLimiter): a user may get up to
+    one allowance per worker, never an unlimited number. `failures` counts hits decided by the
+    fallback; `healthy` and `last_error` describe the most recent hit. An ERROR is logged when
+    an outage starts and then at most every `log_every` seconds; `timeout` bounds how long a
+    hit may wait for Redis (including redis-py's own retries) before the fallback decides.
     """
 
     def __init__(
         self, limiter: RedisRateLimiter, *, timeout: float = 0.5, log_every: float = 60.0
     ) -> None:
         self.limiter = limiter
+        self.fallback = MemoryRateLimiter()
         self.timeout = timeout
         self.log_every = log_every
         self.failures = 0
@@ -239,13 +240,13 @@ class FailOpenRateLimiter:
         self._last_logged = -math.inf
 
     async def hit(self, key: str, limit: RateLimit) -> Decision:
-        """Like RedisRateLimiter.hit, but allows the request when Redis is unavailable."""
+        """Like RedisRateLimiter.hit; while Redis is unavailable, this process's limiter decides."""
         try:
             async with asyncio.timeout(self.timeout):
                 decision = await self.limiter.hit(key, limit)
         except REDIS_DOWN_ERRORS as error:
             self._record_failure(error)
-            return Decision(True, limit.count, limit.count - 1, 0, 0)
+            return await self.fallback.hit(key, limit)
         if not self.healthy:
             logger.warning("rate limiter recovered after %d failed hits", self._outage_failures)
             self.healthy = True
@@ -268,7 +269,7 @@ class FailOpenRateLimiter:
         now = time.monotonic()
         if self.healthy or now - self._last_logged >= self.log_every:
             logger.error(
-                "rate limiter unavailable, allowing requests unchecked (%d failed hits in this "
+                "rate limiter unavailable, limiting per worker process (%d failed hits in this "
                 "outage, %d in total): %s",
                 self._outage_failures,
                 self.failures,
@@ -298,10 +299,10 @@ def build_redis(url: str) -> redis.asyncio.Redis:
 
 def build_limiter(
     redis_url: str | None, prefix: str
-) -> tuple[MemoryRateLimiter | FailOpenRateLimiter, redis.asyncio.Redis | None]:
-    """Redis-backed and fail-open when a Redis URL is given, else in-process (development)."""
+) -> tuple[MemoryRateLimiter | FallbackRateLimiter, redis.asyncio.Redis | None]:
+    """Redis-backed (in-process while Redis is down) with a Redis URL, else in-process."""
     if not redis_url:
         return MemoryRateLimiter(), None
     client = build_redis(redis_url)
     limiter = RedisRateLimiter(client, prefix=prefix)
-    return FailOpenRateLimiter(limiter, timeout=REDIS_TIMEOUT), client
+    return FallbackRateLimiter(limiter, timeout=REDIS_TIMEOUT), client

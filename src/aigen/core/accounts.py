@@ -36,8 +36,25 @@ async def load_user(pool: asyncpg.Pool, user_id: int) -> User:
     An ended period is rolled forward here too, so pages show this month's credits.
     """
     async with pool.acquire() as conn:
-        await repository.roll_credit_period(conn, user_id)
-        user = await repository.select_user(conn, user_id)
+        user = await repository.select_user_in_current_period(conn, user_id)
     if user is None:
         raise NotSignedIn(ACCOUNT_GONE_MESSAGE)
     return user
+
+
+async def current_session_user(
+    pool: asyncpg.Pool, user_id: int, session_version: int
+) -> User | None:
+    """The user's row (in its current credit period) when this session is still theirs: the
+    account exists and the version matches."""
+    async with pool.acquire() as conn:
+        user = await repository.select_user_in_current_period(conn, user_id)
+    if user is None or user.session_version != session_version:
+        return None
+    return user
+
+
+async def end_sessions(pool: asyncpg.Pool, user_id: int) -> None:
+    """Sign the user out of every session, copies of their cookies included."""
+    async with pool.acquire() as conn:
+        await repository.update_session_version(conn, user_id)

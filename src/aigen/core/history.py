@@ -38,11 +38,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     """Parse a cursor made by encode_cursor; InvalidInput when it is not one."""
     micros, _, generation_id = cursor.partition(".")
     try:
-        if not (micros.isdigit() and generation_id.isdigit()):
+        if not (_is_number(micros) and _is_number(generation_id)):
             raise ValueError(cursor)
+        if int(generation_id) > repository.MAX_ID:
+            raise OverflowError(cursor)
         return EPOCH + int(micros) * MICROSECOND, int(generation_id)
     except (ValueError, OverflowError) as error:
         raise InvalidInput(MALFORMED_CURSOR) from error
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only (str.isdigit also takes other scripts' digits and superscripts)."""
+    return text.isascii() and text.isdigit()
 
 
 async def recent_generations(pool: asyncpg.Pool, user_id: int) -> list[Generation]:
@@ -69,6 +76,8 @@ async def history_page(pool: asyncpg.Pool, user_id: int, cursor: str | None) -> 
 
 async def owned_generation(pool: asyncpg.Pool, user_id: int, generation_id: int) -> Generation:
     """One of the user's generations; someone else's is as absent as a missing one."""
+    if generation_id > repository.MAX_ID:
+        raise NotFound(NO_SUCH_GENERATION)
     async with pool.acquire() as conn:
         generation = await repository.select_generation(conn, user_id, generation_id)
     if generation is None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import asyncpg
 
 from aigen.store.migrations import load_migrations, pending_migrations
 
+log = logging.getLogger(__name__)
+
 READY_TIMEOUT = 3.0
+# /readyz is public: it names what fails, never its address nor its error (both go to the log).
+DATABASE_UNAVAILABLE = "database: unavailable"
 
 
 async def database_problems(pool: asyncpg.Pool | None) -> list[str]:
@@ -19,7 +24,8 @@ async def database_problems(pool: asyncpg.Pool | None) -> list[str]:
         async with asyncio.timeout(READY_TIMEOUT), pool.acquire() as conn:
             pending = await pending_migrations(conn, load_migrations())
     except Exception as error:  # any failure means not ready
-        return [f"database: {type(error).__name__}: {error}"]
+        log.warning("readiness: the database is unavailable: %s: %s", type(error).__name__, error)
+        return [DATABASE_UNAVAILABLE]
     if pending:
         return [f"database: migrations not applied: {pending}"]
     return []

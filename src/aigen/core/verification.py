@@ -52,6 +52,7 @@ class Outcome(enum.Enum):
     USED = "used"
     EXPIRED = "expired"
     INVALID = "invalid"
+    TAKEN = "taken"  # another account verified this address meanwhile
 
 
 class VerificationService:
@@ -65,12 +66,15 @@ class VerificationService:
         *,
         secret_key: str,
         public_url: str,
+        log_links: bool = False,
     ) -> None:
         self.pool = pool
         self.mailer = mailer
         self.limiter = limiter
         self.secret_key = secret_key
         self.public_url = public_url
+        # Development only: the local outbox stands in for mail, so the link may be shown.
+        self.log_links = log_links
 
     async def send_link(self, user_id: int, *, unless_sent_within: float | None = None) -> bool:
         """Store a new nonce and mail its link in the background; False when nothing was sent."""
@@ -85,7 +89,10 @@ class VerificationService:
         link = f"{self.public_url}/verify-email?{urlencode({'token': token})}"
         mail = OutgoingMail(to=email, subject=SUBJECT, text=MAIL_TEXT.format(link=link))
         self.mailer.send_later(mail)
-        log.info("verification link queued for user %s", user_id)  # never the link: a secret
+        if self.log_links:
+            log.info("verification link for user %s (development outbox): %s", user_id, link)
+        else:
+            log.info("verification link queued for user %s", user_id)  # the link is a secret
         return True
 
     async def send_link_after_sign_in(self, user: User) -> None:
@@ -115,6 +122,16 @@ class VerificationService:
             return Outcome.EXPIRED, None
         except TokenInvalid:
             return Outcome.INVALID, None
+        try:
+            outcome, user = await self._use_link(claim)
+        except asyncpg.UniqueViolationError:  # another account verified it at the same instant
+            outcome, user = Outcome.TAKEN, None
+        if outcome is Outcome.VERIFIED:
+            log.info("user %s verified their e-mail address", claim.user_id)
+        return outcome, user
+
+    async def _use_link(self, claim: VerificationClaim) -> tuple[Outcome, User | None]:
+        """Verify the address when the claim names the pending link and nobody else owns it."""
         async with self.pool.acquire() as conn, conn.transaction():
             user = await repository.lock_user(conn, claim.user_id)
             if user is None:
@@ -124,7 +141,7 @@ class VerificationService:
             if pending is None or not same_address or not hmac.compare_digest(pending, claim.nonce):
                 return Outcome.USED, user
             outcome = Outcome.ALREADY_VERIFIED if user.email_verified else Outcome.VERIFIED
-            user = await repository.update_email_verified(conn, user.id)
-        if outcome is Outcome.VERIFIED:
-            log.info("user %s verified their e-mail address", claim.user_id)
-        return outcome, user
+            verified = await repository.update_email_verified(conn, user.id)
+        if verified is None:
+            return Outcome.TAKEN, user
+        return outcome, verified

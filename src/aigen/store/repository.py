@@ -7,13 +7,19 @@ from datetime import date, datetime
 
 import asyncpg
 
+MAX_ID = 2**63 - 1  # ids are bigint: a larger number names no row (and asyncpg cannot send it)
 USER_COLUMNS = (
     "id, sub, email, email_verified, name, avatar_url, plan, credits_used, credits_limit,"
-    " created_at, period_start, period_end, stripe_customer_id, stripe_subscription_id,"
-    " stripe_event_at"
+    " created_at, session_version, period_start, period_end, stripe_customer_id,"
+    " stripe_subscription_id, stripe_event_at"
 )
 # The first instant of the UTC calendar month holding now(): the start of a credit period.
 MONTH_START = "date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+# Another account (users.id differs) holds the same address verified; used in UPDATE users.
+VERIFIED_ELSEWHERE = """EXISTS (
+    SELECT 1 FROM users AS owner
+    WHERE lower(owner.email) = lower(users.email) AND owner.email_verified AND owner.id <> users.id
+)"""
 GENERATION_COLUMNS = (
     "id, user_id, prompt, result, status, model, input_tokens, output_tokens, error,"
     " created_at, completed_at"
@@ -34,6 +40,7 @@ class User:
     credits_used: int
     credits_limit: int
     created_at: datetime
+    session_version: int
     period_start: datetime  # the credit period credits_used counts (a UTC month, end exclusive)
     period_end: datetime
     stripe_customer_id: str | None
@@ -94,9 +101,16 @@ async def select_user(conn: asyncpg.Connection, user_id: int) -> User | None:
 
 
 async def select_user_by_email(conn: asyncpg.Connection, email: str) -> User | None:
-    """The user with this e-mail address, compared case-insensitively."""
+    """The user with this e-mail address (case-insensitive): its verified owner if there is one.
+
+    Unverified claims to an address may be several; a verified one is unique.
+    """
     row = await conn.fetchrow(
-        f"SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1)", email
+        f"""
+        SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1)
+        ORDER BY email_verified DESC, id LIMIT 1
+        """,
+        email,
     )
     return _user(row)
 
@@ -152,6 +166,13 @@ async def upsert_user(
     return User(**dict(row))
 
 
+async def update_session_version(conn: asyncpg.Connection, user_id: int) -> None:
+    """End every session of the user: cookies carrying an older version stop working."""
+    await conn.execute(
+        "UPDATE users SET session_version = session_version + 1 WHERE id = $1", user_id
+    )
+
+
 async def update_user_plan(conn: asyncpg.Connection, user_id: int, plan: str) -> User | None:
     """Move the user to another plan."""
     row = await conn.fetchrow(
@@ -197,6 +218,30 @@ async def roll_credit_period(conn: asyncpg.Connection, user_id: int) -> bool:
         user_id,
     )
     return status == "UPDATE 1"
+
+
+async def select_user_in_current_period(conn: asyncpg.Connection, user_id: int) -> User | None:
+    """The user row with an ended credit period rolled forward first, in one round trip.
+
+    The outer SELECT sees the row as it was before the UPDATE (one snapshot per statement), so
+    the rolled row is taken from RETURNING and the stored one only when nothing rolled.
+    """
+    row = await conn.fetchrow(
+        f"""
+        WITH rolled AS (
+            UPDATE users SET period_start = {MONTH_START},
+                             period_end = {MONTH_START} + interval '1 month',
+                             credits_used = 0
+            WHERE id = $1 AND period_end <= now()
+            RETURNING {USER_COLUMNS}
+        )
+        SELECT {USER_COLUMNS} FROM rolled
+        UNION ALL
+        SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND NOT EXISTS (SELECT FROM rolled)
+        """,
+        user_id,
+    )
+    return _user(row)
 
 
 async def refund_credit(conn: asyncpg.Connection, user_id: int, generation_id: int) -> None:
@@ -361,14 +406,15 @@ async def update_verification_sent(
 ) -> str | None:
     """Store the nonce of a new verification link; the address to send it to, or None.
 
-    None when the user is verified already, or when `unless_sent_within` seconds have not
-    passed since the last link (the check and the update are one statement, so two sign-ins
-    at once send one link).
+    None when the user is verified already, when another account verified the address (its
+    owner gets no links for someone else's account), or when `unless_sent_within` seconds
+    have not passed since the last link (the check and the update are one statement, so two
+    sign-ins at once send one link).
     """
     return await conn.fetchval(
-        """
+        f"""
         UPDATE users SET verify_nonce = $2, verify_sent_at = now()
-        WHERE id = $1 AND NOT email_verified
+        WHERE id = $1 AND NOT email_verified AND NOT {VERIFIED_ELSEWHERE}
           AND ($3::float8 IS NULL OR verify_sent_at IS NULL
                OR verify_sent_at < now() - make_interval(secs => $3::float8))
         RETURNING email
@@ -385,10 +431,15 @@ async def select_verification_nonce(conn: asyncpg.Connection, user_id: int) -> s
 
 
 async def update_email_verified(conn: asyncpg.Connection, user_id: int) -> User | None:
-    """Mark the address verified and use up the pending link."""
+    """Mark the address verified and use up the pending link; None if another account has it.
+
+    Two accounts verifying one address at the same instant: the unique index refuses the
+    second with UniqueViolationError.
+    """
     row = await conn.fetchrow(
         f"""
-        UPDATE users SET email_verified = true, verify_nonce = NULL WHERE id = $1
+        UPDATE users SET email_verified = true, verify_nonce = NULL
+        WHERE id = $1 AND NOT {VERIFIED_ELSEWHERE}
         RETURNING {USER_COLUMNS}
         """,
         user_id,

@@ -8,24 +8,32 @@ from aigen.core.generation import validate_prompt
 from aigen.core.usage import usage_report
 from aigen.web.bearer import accepts_api_key, api_caller, api_user
 from aigen.web.errors import APIError
+from aigen.web.openapi import GENERATE_RESPONSES, USAGE_RESPONSES, GenerateRequest, documented
 from aigen.web.rate_limits import remember
 from aigen.web.runtime import runtime
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
 
+NOT_JSON_MESSAGE = "Request body must be JSON."
+NOT_UTF8_MESSAGE = "Request body must be JSON encoded as UTF-8."
+
+
 async def json_body() -> object:
     """The request's JSON, or 400 when it is not JSON."""
     try:
         body = await request.get_json(force=True, silent=True)
+    except UnicodeDecodeError as error:  # RFC 8259: JSON between systems is UTF-8
+        raise APIError(400, NOT_UTF8_MESSAGE) from error
     except RecursionError:  # absurdly nested JSON: not a prompt
         body = None
     if body is None:
-        raise APIError(400, "Request body must be JSON.")
+        raise APIError(400, NOT_JSON_MESSAGE)
     return body
 
 
 @blueprint.post("/generate")
+@documented(GENERATE_RESPONSES, request=GenerateRequest)
 @accepts_api_key
 async def generate() -> Response:
     """Generate an answer to a prompt, charging one credit."""
@@ -39,6 +47,7 @@ async def generate() -> Response:
 
 
 @blueprint.get("/usage")
+@documented(USAGE_RESPONSES)
 @accepts_api_key
 async def usage() -> Response:
     """The user's plan, credits (and when they renew) and this period's generations, tokens, days

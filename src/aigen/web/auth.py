@@ -9,9 +9,9 @@ from quart.typing import ResponseTypes
 from quart_auth import AuthUser, login_user, logout_user
 
 from aigen.clients.oidc import PendingSignIn, SignInError
-from aigen.core.accounts import save_identity
+from aigen.core.accounts import end_sessions, save_identity
 from aigen.core.errors import SignInFailed, SignInUnavailable
-from aigen.web.current_user import current_user_id, is_htmx, safe_next
+from aigen.web.current_user import current_user_id, is_htmx, safe_next, session_auth_id
 from aigen.web.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ async def callback() -> ResponseTypes:
     except SignInError as error:
         raise SignInFailed(f"Sign-in failed: {error}") from error
     user = await save_identity(runtime().pool, identity, runtime().settings.free_credits)
-    login_user(AuthUser(str(user.id)), remember=True)
+    login_user(AuthUser(session_auth_id(user.id, user.session_version)), remember=True)
     log.info("user %s signed in", user.id)
     await runtime().verification.send_link_after_sign_in(user)
     return redirect(safe_next(stored.get("next")))
@@ -56,7 +56,25 @@ async def callback() -> ResponseTypes:
 
 @blueprint.post("/logout")
 async def logout() -> ResponseTypes:
-    """Forget the session and go back to the landing page."""
+    """Sign out: the session ends here and on the server, so no copy of its cookie works."""
+    return await _sign_out("signed out")
+
+
+@blueprint.post("/logout/everywhere")
+async def logout_everywhere() -> ResponseTypes:
+    """Sign out of every session of this account, in every browser (from the dashboard)."""
+    return await _sign_out("signed out everywhere")
+
+
+async def _sign_out(what: str) -> ResponseTypes:
+    """End the user's sessions, forget this one and go home.
+
+    Sessions are versioned per user (no table of sessions), so a sign-out ends them all.
+    """
+    user_id = current_user_id()
+    if user_id is not None:
+        await end_sessions(runtime().pool, user_id)
+        log.info("user %s %s", user_id, what)
     logout_user()
     session.clear()
     if is_htmx():

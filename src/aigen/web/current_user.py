@@ -1,5 +1,9 @@
 """The signed-in user: their id from the cookie, their row loaded once per request, and the
 sign-in requirement of pages (signed-out browsers go to /login?next=<where they were>).
+
+The cookie carries "<user id>.<session version>". Before each request the row is loaded and
+its version compared: an older one (after a sign-out) or a deleted account signs the request
+out and deletes the cookie, so a copied cookie stops working with the sign-out.
 """
 
 from __future__ import annotations
@@ -9,13 +13,13 @@ from functools import wraps
 from typing import ParamSpec, TypeVar
 from urllib.parse import quote, urlsplit
 
-from quart import Response, g, redirect, request
+from quart import Quart, Response, g, redirect, request
 from quart.typing import ResponseTypes
-from quart_auth import current_user
+from quart_auth import current_user, logout_user
 
-from aigen.core.accounts import load_user
+from aigen.core.accounts import current_session_user, load_user
 from aigen.core.errors import NotSignedIn
-from aigen.store.repository import User
+from aigen.store.repository import MAX_ID, User
 from aigen.web.runtime import runtime
 
 P = ParamSpec("P")
@@ -23,6 +27,9 @@ R = TypeVar("R")
 
 DEFAULT_NEXT = "/generate"
 UNAUTHORIZED = "Unauthorized"
+USER_KEY = "aigen_user"
+# Routes that never look at the user: no row is loaded for them.
+SESSIONLESS_ENDPOINTS = frozenset({"static", "health.healthz", "health.readyz", "openapi"})
 
 
 def safe_next(value: str | None) -> str:
@@ -37,10 +44,42 @@ def safe_next(value: str | None) -> str:
     return value
 
 
+def session_auth_id(user_id: int, session_version: int) -> str:
+    """What the sign-in cookie carries for this session of the user."""
+    return f"{user_id}.{session_version}"
+
+
 def current_user_id() -> int | None:
-    """The signed-in user's id from the sign-in cookie, or None."""
-    auth_id = current_user.auth_id
-    return int(auth_id) if auth_id and auth_id.isdigit() else None
+    """The signed-in user's id from the sign-in cookie, or None.
+
+    The one place that parses the cookie; check_session has signed out a stale one already.
+    """
+    session = _cookie_session()
+    return session[0] if session is not None else None
+
+
+def _cookie_session() -> tuple[int, int] | None:
+    """(user id, session version) of the sign-in cookie, or None."""
+    user_id, _, version = (current_user.auth_id or "").partition(".")
+    if not (_is_id(user_id) and _is_id(version)):
+        return None
+    return int(user_id), int(version)
+
+
+def _is_id(text: str) -> bool:
+    return text.isascii() and text.isdigit() and int(text) <= MAX_ID
+
+
+async def check_session() -> None:
+    """before_request: load the signed-in user's row once; a stale session is signed out."""
+    session = _cookie_session()
+    if session is None or request.endpoint in SESSIONLESS_ENDPOINTS:
+        return
+    user = await current_session_user(runtime().pool, *session)
+    if user is None:
+        logout_user()  # the answer deletes the cookie; current_user_id() is None from now on
+        return
+    setattr(g, USER_KEY, user)
 
 
 def signed_in_user_id() -> int:
@@ -53,10 +92,10 @@ def signed_in_user_id() -> int:
 
 async def signed_in_user() -> User:
     """The signed-in user's row, read once per request and kept on `g`."""
-    user: User | None = g.get("aigen_user")
+    user: User | None = g.get(USER_KEY)
     if user is None:
         user = await load_user(runtime().pool, signed_in_user_id())
-        g.aigen_user = user
+        setattr(g, USER_KEY, user)
     return user
 
 
@@ -67,7 +106,7 @@ async def user_if_signed_in() -> User | None:
 
 def forget_loaded_user() -> None:
     """Drop the row read earlier in this request (after a change to it, e.g. a generation)."""
-    g.pop("aigen_user", None)
+    g.pop(USER_KEY, None)
 
 
 def is_htmx() -> bool:
@@ -107,3 +146,8 @@ def login_required(
         return await view(*args, **kwargs)
 
     return wrapper
+
+
+def init_app(app: Quart) -> None:
+    """Check the session of every request (after json_only, before CSRF)."""
+    app.before_request(check_session)

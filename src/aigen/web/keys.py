@@ -24,6 +24,13 @@ from aigen.web.api import json_body
 from aigen.web.bearer import refuse_api_keys
 from aigen.web.current_user import is_htmx, login_required, signed_in_user, signed_in_user_id
 from aigen.web.errors import api_error_from
+from aigen.web.openapi import (
+    CREATE_KEY_RESPONSES,
+    LIST_KEYS_RESPONSES,
+    REVOKE_KEY_RESPONSES,
+    KeyName,
+    documented,
+)
 from aigen.web.runtime import runtime
 
 blueprint = Blueprint("keys", __name__)
@@ -38,6 +45,7 @@ KEY_ID = "<int(max=9223372036854775807):key_id>"
 
 
 @blueprint.post("/api/keys")
+@documented(CREATE_KEY_RESPONSES, request=KeyName)
 async def create_api_key() -> tuple[Response, int, dict[str, str]]:
     """Make a key named by the body's "name"; the answer is the only time the key is shown."""
     user_id = signed_in_user_id()
@@ -47,6 +55,7 @@ async def create_api_key() -> tuple[Response, int, dict[str, str]]:
 
 
 @blueprint.get("/api/keys")
+@documented(LIST_KEYS_RESPONSES)
 async def list_api_keys() -> Response:
     """The user's active keys, newest first, by name and prefix (never the key)."""
     keys = await list_keys(runtime().pool, signed_in_user_id())
@@ -54,6 +63,7 @@ async def list_api_keys() -> Response:
 
 
 @blueprint.delete(f"/api/keys/{KEY_ID}")
+@documented(REVOKE_KEY_RESPONSES)
 async def revoke_api_key(key_id: int) -> tuple[str, int]:
     """Revoke one of the user's keys; it stops working at once."""
     await revoke_key(runtime().pool, signed_in_user_id(), key_id)

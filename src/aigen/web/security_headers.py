@@ -1,8 +1,12 @@
-"""Security headers on every response: a strict CSP, no framing, no sniffing."""
+"""Security headers on every response: a strict CSP, no framing, no sniffing; no caching of
+a signed-in user's pages nor of any API answer.
+"""
 
 from __future__ import annotations
 
-from quart import Quart, Response
+from quart import Quart, Response, request
+
+from aigen.web.current_user import current_user_id
 
 # htmx's indicator styles are switched off in base.html (htmx-config), so no 'unsafe-inline'.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -25,6 +29,15 @@ HEADERS = {
     "X-Frame-Options": "DENY",
 }
 HSTS = "max-age=31536000; includeSubDomains"
+NO_STORE = "no-store"
+API_PREFIX = "/api/"
+
+
+def never_store() -> bool:
+    """Whether the answer holds a user's data: any /api/* answer, any signed-in page."""
+    if request.path.startswith(API_PREFIX):
+        return True
+    return request.endpoint != "static" and current_user_id() is not None
 
 
 def init_app(app: Quart, *, production: bool, form_targets: tuple[str, ...] = ()) -> None:
@@ -45,4 +58,6 @@ def init_app(app: Quart, *, production: bool, form_targets: tuple[str, ...] = ()
     async def add_security_headers(response: Response) -> Response:
         for name, value in headers.items():
             response.headers.setdefault(name, value)
+        if never_store():  # nor in the browser's back-forward cache, nor in a shared proxy
+            response.headers["Cache-Control"] = NO_STORE
         return response

@@ -5,7 +5,13 @@ from __future__ import annotations
 from quart import Blueprint, render_template, request
 
 from aigen.core.verification import Outcome
-from aigen.web.current_user import is_htmx, login_required, signed_in_user_id, user_if_signed_in
+from aigen.web.current_user import (
+    is_htmx,
+    login_required,
+    signed_in_user,
+    signed_in_user_id,
+    user_if_signed_in,
+)
 from aigen.web.rate_limits import remember
 from aigen.web.runtime import runtime
 
@@ -17,6 +23,7 @@ OUTCOME_STATUS = {
     Outcome.USED: 410,
     Outcome.EXPIRED: 410,
     Outcome.INVALID: 400,
+    Outcome.TAKEN: 409,
 }
 
 
@@ -43,4 +50,7 @@ async def resend() -> str:
     sent, decision = await runtime().verification.resend(signed_in_user_id())
     remember(decision)
     template = "verification/_sent.html" if is_htmx() else "verification/sent.html"
-    return await render_template(template, sent=sent)
+    # Nothing sent to an unverified user: another account verified the address.
+    return await render_template(
+        template, sent=sent, verified=(await signed_in_user()).email_verified
+    )
