@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from aigen.clients.oidc import Identity
+from aigen.core.database import connection
 from aigen.core.errors import Conflict, NotSignedIn
 from aigen.store import repository
 from aigen.store.repository import User
@@ -16,7 +17,7 @@ EMAIL_TAKEN_MESSAGE = "Sign-in failed: this e-mail address belongs to another ac
 async def save_identity(pool: asyncpg.Pool, identity: Identity, free_credits: int) -> User:
     """Create the user on first sign-in or refresh their profile; an owned address is refused."""
     try:
-        async with pool.acquire() as conn:
+        async with connection(pool) as conn:
             return await repository.upsert_user(
                 conn,
                 sub=identity.sub,
@@ -32,7 +33,7 @@ async def save_identity(pool: asyncpg.Pool, identity: Identity, free_credits: in
 
 async def load_user(pool: asyncpg.Pool, user_id: int) -> User:
     """The signed-in user's row; NotSignedIn when the account is gone."""
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         user = await repository.select_user(conn, user_id)
     if user is None:
         raise NotSignedIn(ACCOUNT_GONE_MESSAGE)

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from aigen.core.database import connection
 from aigen.core.plans import credits_remaining
 from aigen.store import repository
 from aigen.store.repository import Usage, User
@@ -55,6 +56,6 @@ def usage_json(user: User, usage: Usage, start: datetime, end: datetime) -> dict
 async def usage_report(pool: asyncpg.Pool, user: User, now: datetime) -> dict[str, Any]:
     """The body of GET /api/usage for the month holding `now`."""
     start, end = month_period(now)
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         counted = await repository.select_usage(conn, user.id, start, end)
     return usage_json(user, counted, start, end)

@@ -18,6 +18,7 @@ from aigen.core.errors import (
     NotFound,
     NotSignedIn,
     RateLimited,
+    ServiceUnavailable,
     SignInFailed,
     SignInUnavailable,
     UpstreamFailed,
@@ -52,6 +53,7 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     Conflict: 409,
     RateLimited: 429,
     SignInUnavailable: 503,
+    ServiceUnavailable: 503,
 }
 UPSTREAM_STATUS = {
     UpstreamFailed.BAD_ANSWER: 502,
@@ -72,6 +74,14 @@ def api_error_from(error: DomainError) -> APIError:
 
 def _status_of(error: DomainError) -> APIError:
     match error:
+        case ServiceUnavailable():
+            # One line per failed request, no traceback: an outage must not flood the log.
+            log.warning(
+                "%s %s: 503, database unavailable (%s)", request.method, request.path, error.reason
+            )
+            api_error = APIError(503, error.message, retryable=True)
+            api_error.headers = {"Retry-After": str(error.retry_after)}
+            return api_error
         case UpstreamFailed():
             return APIError(UPSTREAM_STATUS[error.kind], error.message, retryable=error.retryable)
         case RateLimited():
