@@ -16,6 +16,7 @@ GOOGLE_DISCOVERY_URL = "https://accounts.google.com/.well-known/openid-configura
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENVIRONMENTS = ("development", "production")
 DEFAULT_SECRET_KEY = "aigen-development-only-secret-key"
+STALE_MARGIN = 30.0
 
 # Names of the local stand-ins; `aigen serve` lists the ones it started in AIGEN_DEV_DEFAULTS.
 EMBEDDED_POSTGRES = "embedded PostgreSQL"
@@ -81,8 +82,13 @@ class Settings:
 
     @property
     def stale_after(self) -> float:
-        """Age after which a pending generation cannot still be running anywhere."""
-        return self.upstream_timeout + max(30.0, self.upstream_timeout * 0.25)
+        """Age after which a pending generation is taken as abandoned by a dead process.
+
+        A live call ends within the upstream timeout (asyncio.timeout around it); the margin,
+        as long again but at most STALE_MARGIN, covers storing the answer. Refunds of a killed
+        process thus come within AIGEN_UPSTREAM_TIMEOUT + 30 s (README, Operations).
+        """
+        return self.upstream_timeout + min(self.upstream_timeout, STALE_MARGIN)
 
     def missing_services(self) -> list[str]:
         """The local stand-ins development needs because their setting is unset."""

@@ -313,6 +313,20 @@ async def fail_stale_generations(
     )
 
 
+async def select_seconds_until_stale(
+    conn: asyncpg.Connection, older_than_seconds: float
+) -> float | None:
+    """Seconds until the oldest pending reservation is older than the cut-off (negative when
+    one is already), or None when nothing is pending. One probe of generations_pending_idx."""
+    return await conn.fetchval(
+        """
+        SELECT extract(epoch FROM min(created_at) + make_interval(secs => $1) - now())::float8
+        FROM generations WHERE status = 'pending'
+        """,
+        older_than_seconds,
+    )
+
+
 async def update_verification_sent(
     conn: asyncpg.Connection, user_id: int, nonce: str, *, unless_sent_within: float | None = None
 ) -> str | None:
