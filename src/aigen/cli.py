@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the app with hypercorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=_positive_int, default=1)
     commands.add_parser("migrate", help="apply pending SQL migrations")
     users = commands.add_parser("users", help="list users or change their plan").add_subparsers(
         dest="users_command", required=True
@@ -49,6 +49,13 @@ def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
     return value
 
 
@@ -84,7 +91,8 @@ def _start_stand_ins(settings: Settings, stack: ExitStack, *, serving: bool) -> 
 def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     """Migrate, then run hypercorn with the app factory in each worker."""
     from hypercorn.config import Config
-    from hypercorn.run import run
+
+    from aigen.serving import run_workers
 
     asyncio.run(migrate(settings.required_database_url))
     config = Config()
@@ -100,7 +108,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     config.graceful_timeout = settings.upstream_timeout + 5
     config.shutdown_timeout = settings.upstream_timeout + 30
     log.info("serving on http://%s:%d with %d worker(s)", host, port, workers)
-    return run(config)
+    return run_workers(config)
 
 
 async def manage_users(settings: Settings, args: argparse.Namespace) -> int:
