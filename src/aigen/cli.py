@@ -1,4 +1,4 @@
-"""The `aigen` command: serve, migrate and manage users."""
+"""The `aigen` command: serve, migrate, manage users and check the credit ledger."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=_positive_int, default=1)
     commands.add_parser("migrate", help="apply pending SQL migrations")
+    commands.add_parser(
+        "doctor", help="check every user's credits against their generations (exit 1 if off)"
+    )
     users = commands.add_parser("users", help="list users or change their plan").add_subparsers(
         dest="users_command", required=True
     )
@@ -78,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             applied = asyncio.run(migrate(settings.required_database_url))
             print(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
             return 0
+        if args.command == "doctor":
+            return asyncio.run(doctor(settings.required_database_url))
         return asyncio.run(manage_users(settings, args))
 
 
@@ -109,6 +114,30 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     config.shutdown_timeout = settings.upstream_timeout + 30
     log.info("serving on http://%s:%d with %d worker(s)", host, port, workers)
     return run_workers(config)
+
+
+async def doctor(database_url: str) -> int:
+    """`aigen doctor`: list each user whose credits_used differs from the generations holding a
+    charge (exit 1), or print a one-line summary (exit 0)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        ledger = await repository.select_ledger(conn)
+    finally:
+        await conn.close()
+    for entry in ledger.mismatches:
+        print(
+            f"user {entry.user_id} {entry.email}: credits_used {entry.credits_used},"
+            f" generations holding a charge {entry.charged}"
+        )
+    if ledger.mismatches:
+        print(
+            f"aigen doctor: {len(ledger.mismatches)} of {ledger.users} user(s) have a credit"
+            " count that does not match their generations",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"ledger OK: {ledger.users} user(s), {ledger.charged} generation(s) holding a charge")
+    return 0
 
 
 async def manage_users(settings: Settings, args: argparse.Namespace) -> int:

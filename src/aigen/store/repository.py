@@ -71,6 +71,25 @@ class Usage:
     daily: list[DailyUsage]
 
 
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One user's metered counter beside the number of their generations holding a charge."""
+
+    user_id: int
+    email: str
+    credits_used: int
+    charged: int
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """The whole credit ledger: how many users and charges, and the users whose counts differ."""
+
+    users: int
+    charged: int
+    mismatches: list[LedgerEntry]
+
+
 def _user(row: asyncpg.Record | None) -> User | None:
     return None if row is None else User(**dict(row))
 
@@ -325,6 +344,39 @@ async def select_seconds_until_stale(
         """,
         older_than_seconds,
     )
+
+
+async def select_ledger(conn: asyncpg.Connection) -> Ledger:
+    """Every user's credits_used checked against the generations that hold a charge.
+
+    The ledger rule, written here and nowhere else: a generation holds a charge while it is
+    'pending' and once it 'succeeded'; a 'failed' one was refunded. So credits_used must equal
+    the user's pending plus succeeded generations. (A 'cancelled' status that may keep its
+    charge, or monthly credit periods, change this one query.)
+    """
+    rows = await conn.fetch(
+        """
+        WITH per_user AS (
+            SELECT u.id, u.email, u.credits_used,
+                   count(g.id) FILTER (WHERE g.status IN ('pending', 'succeeded'))::integer
+                       AS charged
+            FROM users u LEFT JOIN generations g ON g.user_id = u.id
+            GROUP BY u.id
+        ), totals AS (
+            SELECT count(*)::integer AS users, coalesce(sum(charged), 0)::integer AS charges
+            FROM per_user
+        )
+        SELECT t.users, t.charges, p.id, p.email, p.credits_used, p.charged
+        FROM totals t LEFT JOIN per_user p ON p.credits_used <> p.charged
+        ORDER BY p.id
+        """
+    )
+    mismatches = [
+        LedgerEntry(row["id"], row["email"], row["credits_used"], row["charged"])
+        for row in rows
+        if row["id"] is not None
+    ]
+    return Ledger(users=rows[0]["users"], charged=rows[0]["charges"], mismatches=mismatches)
 
 
 async def update_verification_sent(
