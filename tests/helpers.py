@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
 import re
 from collections.abc import AsyncIterator
@@ -145,3 +147,13 @@ def announced_dev_defaults(app: Quart) -> tuple[str, ...]:
     announced = app.jinja_env.globals["dev_defaults"]  # Jinja types its globals as object
     assert isinstance(announced, tuple)
     return announced
+
+
+async def doctor(database_url: str) -> tuple[int, str]:
+    """The exit code and output of `aigen doctor` on this database (the ledger check)."""
+    from aigen.cli import doctor as run_doctor  # lazily: fault tests must fail on their own
+
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        exit_code = await run_doctor(database_url)
+    return exit_code, output.getvalue()
