@@ -197,7 +197,9 @@ class GenerationService:
         """Finalize, retried while the database is briefly out of reach; else refund."""
         try:
             return await retry_while_unavailable(
-                lambda: self.finalize(generation, completion), STORE_RETRY_WINDOW
+                lambda: self.finalize(generation, completion),
+                STORE_RETRY_WINDOW,
+                f"storing generation {generation.id}",
             )
         except UpstreamFailed:
             raise
@@ -258,7 +260,9 @@ class GenerationService:
         """Retry the refund while the database is out of reach; after that, the sweeper's turn."""
         try:
             refunded = await retry_while_unavailable(
-                lambda: self.fail(generation, error), SETTLE_WINDOW
+                lambda: self.fail(generation, error),
+                SETTLE_WINDOW,
+                f"refunding generation {generation.id}",
             )
         except ServiceUnavailable as unavailable:
             log.warning(

@@ -46,7 +46,9 @@ async def create_pool(dsn: str, max_size: int) -> Pool:
     """A small pool; connections are taken only for one short unit of work."""
     return await asyncpg.create_pool(
         dsn,
-        min_size=1,
+        # No floor to keep: asyncpg restores one in the background and logs a traceback for
+        # each failed attempt while the server is down; acquire() reconnects on demand anyway.
+        min_size=0,
         max_size=max_size,
         timeout=CONNECT_TIMEOUT,
         command_timeout=COMMAND_TIMEOUT,
