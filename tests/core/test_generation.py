@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from aigen.core.errors import InvalidInput, UpstreamFailed
@@ -106,3 +107,29 @@ async def test_drain_cancels_what_outlives_it_and_refunds(app, db, fake_claude) 
     row = await db.fetchrow("SELECT status, error FROM generations")
     assert row["status"] == "failed" and row["error"]
     assert await db.fetchval("SELECT credits_used FROM users") == 0
+
+
+async def test_connection_breaking_on_release_after_the_commit_loses_nothing(
+    database_url: str, db, fake_claude
+) -> None:
+    """Each connection dies as the pool takes it back, after the work committed: the reservation
+    is still called and finalized, and charged once (it used to stay pending, charged)."""
+    from aigen.clients.claude import ClaudeClient
+    from aigen.core.generation import GenerationService
+    from tests.helpers import counts
+
+    async def die_on_release(conn: asyncpg.Connection) -> None:
+        await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    ada = await make_user(db, "ada@example.com")
+    pool = await asyncpg.create_pool(database_url, min_size=0, max_size=2, reset=die_on_release)
+    claude = ClaudeClient(
+        api_key="test-key", base_url=fake_claude.base_url, model="m", max_tokens=64, timeout=5
+    )
+    try:
+        outcome = await GenerationService(pool, claude).generate(ada.id, "hello")
+    finally:
+        await claude.aclose()
+        await pool.close()
+    assert outcome.generation.status == "succeeded"
+    assert await counts(db, ada.id) == (1, {"succeeded": 1})
