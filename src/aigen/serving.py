@@ -91,15 +91,26 @@ def _kill(running: list[BaseProcess]) -> None:
 
 def serve_worker(config: Config, sockets: Sockets, stop: Event) -> None:
     """One worker process: hypercorn serving the app until the supervisor or SIGTERM stops it."""
+    # From the first moment: a SIGTERM while the app starts stops it once it has started.
+    signal.signal(signal.SIGTERM, _remember_sigterm)
     app = load_application(config.application_path, config.wsgi_max_body_size)
     trigger = partial(_stop_requested, stop)
     asyncio.run(worker_serve(app, config, sockets=sockets, shutdown_trigger=trigger))
+
+
+_sigterm_received: list[int] = []
+
+
+def _remember_sigterm(signum: int, _frame: FrameType | None) -> None:
+    _sigterm_received.append(signum)
 
 
 async def _stop_requested(stop: Event) -> None:
     """Return once the supervisor sets `stop` or this process receives SIGTERM."""
     terminated = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated.set)
+    if _sigterm_received:
+        terminated.set()
     while not (terminated.is_set() or stop.is_set()):
         try:
             await asyncio.wait_for(terminated.wait(), POLL_SECONDS)
