@@ -8,7 +8,13 @@ import asyncpg
 import pytest
 
 from aigen.core.errors import InvalidInput, UpstreamFailed
-from aigen.core.generation import STALE_ERROR, sweep_stale, validate_prompt
+from aigen.core.generation import (
+    MIN_SWEEP_DELAY,
+    STALE_ERROR,
+    next_sweep_in,
+    sweep_stale,
+    validate_prompt,
+)
 from aigen.web.runtime import EXTENSION_KEY
 from tests.helpers import make_user
 
@@ -81,6 +87,19 @@ async def test_late_answer_after_the_sweep_is_not_charged(app, db, fake_claude) 
     row = await db.fetchrow("SELECT status, result FROM generations")
     assert (row["status"], row["result"]) == ("failed", None)
     assert await db.fetchval("SELECT credits_used FROM users") == 0
+
+
+async def test_the_sweeper_wakes_when_the_oldest_reservation_turns_stale(app, db) -> None:
+    """Not a whole interval later: a reservation 4 s old, stale after 10 s, is due in 6 s."""
+    pool = app.extensions[EXTENSION_KEY].pool
+    assert await next_sweep_in(pool, older_than_seconds=10, interval=60) == 60  # none pending
+    ada = await make_user(db, "ada@example.com")
+    await reserve_abandoned(db, ada.id, 4)
+    await reserve_abandoned(db, ada.id, 1)
+    assert 5 < await next_sweep_in(pool, older_than_seconds=10, interval=60) <= 6.1
+    assert await next_sweep_in(pool, older_than_seconds=10, interval=3) == 3
+    await reserve_abandoned(db, ada.id, 3600)  # overdue (swept at the next run): soon, not at once
+    assert await next_sweep_in(pool, older_than_seconds=10, interval=60) == MIN_SWEEP_DELAY
 
 
 @pytest.mark.parametrize("prompt", ["a", "  spaced  ", "ünïcødé ✓", "x" * 50])

@@ -18,7 +18,7 @@ import pytest
 from aigen.app import create_app
 from aigen.dev.anthropic import FakeAnthropicServer
 from aigen.store.migrations import migrate
-from tests.helpers import GENERATE, counts, doctor, make_user, signed_in
+from tests.helpers import GENERATE, counts, doctor, make_user, page_csrf_token, signed_in
 from tests.postgres_cluster import LocalCluster
 
 UPSTREAM_TIMEOUT = 1  # the call that fails during the outage times out after this
@@ -64,6 +64,7 @@ async def test_outage_answers_503_and_recovers_without_a_restart(
     app = create_app(settings)
     async with app.test_app(), signed_in(app, user.id) as client:
         assert (await client.post(GENERATE, json={"prompt": "before"})).status_code == 200
+        htmx = {"HX-Request": "true", "X-CSRF-Token": await page_csrf_token(client, "/generate")}
         # The first call answers during the outage, the second times out during it.
         fake_claude.set_scenario(
             [{"type": "delay", "seconds": 0.3}, {"type": "delay", "seconds": 30, "times": 2}]
@@ -79,6 +80,7 @@ async def test_outage_answers_503_and_recovers_without_a_restart(
 
         refused = await client.post(GENERATE, json={"prompt": "while down"})
         page = await client.get("/dashboard")
+        partial = await client.post("/generate", form={"prompt": "form"}, headers=htmx)
         ready = await client.get("/readyz")
         await eventually(logged(caplog, "storing generation"))
         await eventually(logged(caplog, "refunding generation"))
@@ -104,11 +106,14 @@ async def test_outage_answers_503_and_recovers_without_a_restart(
     assert page.status_code == 503
     assert "briefly unavailable" in await page.get_data(as_text=True)
     assert ready.status_code == 503
+    partial_html = await partial.get_data(as_text=True)
+    assert "aigen is briefly unavailable" in partial_html and "Retrying may help" in partial_html
     # One line per refused request, and no traceback at all while the database was down.
     refusals = [r.getMessage() for r in outage_records if ": 503, " in r.getMessage()]
     assert [line.split(" (")[0] for line in refusals] == [
         f"POST {GENERATE}: 503, database unavailable",
         "GET /dashboard: 503, database unavailable",
+        "POST /generate: 503, database unavailable",
     ]
     assert not [record for record in outage_records if record.exc_info]
     # The answer that came during the outage was stored once the database was back; the
