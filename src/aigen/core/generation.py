@@ -137,10 +137,14 @@ class GenerationService:
     async def generate(self, user_id: int, prompt: str) -> GenerationOutcome:
         """Rate-limit, reserve, call and finalize; domain errors for each refusal or failure."""
         decision = await self.admit(user_id)
+        work = self._spawn(self._reserve_and_call(user_id, prompt))
         try:
-            outcome = await asyncio.shield(self._spawn(self._reserve_and_call(user_id, prompt)))
+            outcome = await asyncio.shield(work)
         except DomainError as error:
             error.rate_limit = decision
+            raise
+        except asyncio.CancelledError:
+            work.add_done_callback(_report_unawaited)  # the client is gone; the work goes on
             raise
         return GenerationOutcome(outcome.generation, outcome.user, decision)
 
@@ -271,6 +275,9 @@ class GenerationService:
                 unavailable.reason,
             )
             return
+        except Exception:  # nobody awaits this task: say it here
+            log.exception("generation %s: refund failed; the sweeper will refund it", generation.id)
+            return
         if refunded:
             log.info("generation %s: failed and refunded once the database answered", generation.id)
 
@@ -279,14 +286,26 @@ class GenerationService:
 
         Called at shutdown before the pool closes, so every reservation is finalized or refunded.
         """
-        if not self._in_flight:
-            return
-        _, late = await asyncio.wait(set(self._in_flight), timeout=timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # A generation that fails while draining may start a background refund: wait for it too.
+        while self._in_flight and loop.time() < deadline:
+            await asyncio.wait(set(self._in_flight), timeout=deadline - loop.time())
+        late = set(self._in_flight)
         for task in late:
             task.cancel()
         if late:
             log.warning("cancelled %d generation(s) still running at shutdown", len(late))
             await asyncio.wait(late)
+
+
+def _report_unawaited(work: asyncio.Task[Any]) -> None:
+    """How the generation of a client that hung up ended: refusals need no word, bugs do."""
+    if work.cancelled():
+        return
+    error = work.exception()  # retrieved here, so asyncio does not report it at exit
+    if error is not None and not isinstance(error, DomainError):
+        log.error("generation of a client that hung up failed", exc_info=error)
 
 
 async def sweep_stale(pool: asyncpg.Pool, older_than_seconds: float) -> int:

@@ -17,9 +17,10 @@ log = logging.getLogger(__name__)
 Pool: TypeAlias = asyncpg.Pool
 
 # A database that does not answer must cost a request a second or two, never a hang: opening a
-# connection and waiting for a free one are both bounded.
+# connection is bounded, and so is waiting for a free one (longer: a burst may queue a moment
+# for the pool, and that is load, not an outage, until it lasts).
 CONNECT_TIMEOUT = 2.0
-ACQUIRE_TIMEOUT = 2.0
+ACQUIRE_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 30.0
 # What a server that is down, restarting or unreachable looks like from asyncpg: refused or
 # reset sockets and timeouts (OSError), a connection lost mid-query, a server shutting down or

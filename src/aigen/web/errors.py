@@ -79,7 +79,7 @@ def _status_of(error: DomainError) -> APIError:
             log.warning(
                 "%s %s: 503, database unavailable (%s)", request.method, request.path, error.reason
             )
-            api_error = APIError(503, error.message, retryable=True)
+            api_error = APIError(503, error.message, retryable=error.retryable)
             api_error.headers = {"Retry-After": str(error.retry_after)}
             return api_error
         case UpstreamFailed():
