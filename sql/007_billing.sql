@@ -14,9 +14,10 @@ ALTER TABLE users
     ADD COLUMN stripe_event_at        timestamptz;
 
 -- The period a generation's credit was charged to: its refund must not touch a later period.
+-- Every earlier generation belongs to the first period, which credits_used counts until now.
 ALTER TABLE generations ADD COLUMN credit_period timestamptz;
 UPDATE generations SET credit_period = users.period_start
-    FROM users WHERE users.id = generations.user_id AND generations.status = 'pending';
+    FROM users WHERE users.id = generations.user_id;
 
 -- Stripe events applied, by id: a replayed delivery is recognised and changes nothing.
 CREATE TABLE stripe_events (

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
 import re
-from collections.abc import AsyncIterator
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -176,3 +181,83 @@ async def new_api_key(app: Quart, user_id: int, name: str = "ci") -> dict[str, A
     body = await response.get_json()
     assert isinstance(body, dict)
     return body
+
+
+async def doctor(database_url: str) -> tuple[int, str]:
+    """The exit code and output of `aigen doctor` on this database (the ledger check)."""
+    from aigen.cli import doctor as run_doctor  # lazily: fault tests must fail on their own
+
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        exit_code = await run_doctor(database_url)
+    return exit_code, output.getvalue()
+
+
+@dataclass(frozen=True)
+class ServeProcess:
+    """`aigen serve` running in a subprocess: the supervisor process and where it answers."""
+
+    process: asyncio.subprocess.Process
+    base_url: str
+    log: Path
+    workers: int
+
+    def all_running(self) -> bool:
+        """Whether every worker has said it serves (hypercorn's "Running on" line)."""
+        return self.log.read_text().count("Running on http") >= self.workers
+
+    def log_tail(self) -> str:
+        """The end of what the processes logged (for assertion messages)."""
+        return self.log.read_text()[-3000:]
+
+
+SERVE_START_SECONDS = 60.0
+# What a served test app must not inherit from the environment the tests run in.
+UNSERVED = ("REDIS_URL", "SMTP_URL", "PYTHONPROFILEIMPORTTIME")
+
+
+@asynccontextmanager
+async def serve_process(
+    settings: Mapping[str, str], log: Path, *, workers: int = 1
+) -> AsyncIterator[ServeProcess]:
+    """`aigen serve --workers N` with these settings, ready on a free port, in a session of its
+    own (a signal can reach every worker); killed, workers included, if it outlives the block."""
+    from aigen.dev.oidc_provider import find_free_port
+
+    port = find_free_port()
+    environ = {key: value for key, value in os.environ.items() if key not in UNSERVED}
+    command = ["-m", "aigen.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    with _open_log(log) as output:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *command,
+            env={**environ, **settings},
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+        )
+    served = ServeProcess(process, f"http://127.0.0.1:{port}", log, workers)
+    try:
+        await _until_ready(served)
+        yield served
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+
+
+def _open_log(log: Path) -> io.TextIOWrapper:
+    return log.open("w")
+
+
+async def _until_ready(served: ServeProcess) -> None:
+    deadline = asyncio.get_running_loop().time() + SERVE_START_SECONDS
+    async with httpx.AsyncClient(base_url=served.base_url, timeout=1) as http:
+        while asyncio.get_running_loop().time() < deadline and served.process.returncode is None:
+            try:
+                if (await http.get("/readyz")).status_code == 200 and served.all_running():
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"aigen serve did not become ready:\n{served.log_tail()}")

@@ -68,6 +68,56 @@ def test_set_plan_and_limit(cli_env: str, capsys: pytest.CaptureFixture[str]) ->
     assert asyncio.run(read()) == ("PRO", 25)
 
 
+async def _insert_generations(url: str, email: str, statuses: list[str], used: int) -> None:
+    """Generations of the user with these statuses, and their credits_used set to `used`."""
+    conn = await asyncpg.connect(url)
+    user_id = await conn.fetchval("SELECT id FROM users WHERE email = $1", email)
+    for status in statuses:
+        await conn.execute(
+            "INSERT INTO generations (user_id, prompt, model, status) VALUES ($1, 'p', 'm', $2)",
+            user_id,
+            status,
+        )
+    await conn.execute("UPDATE users SET credits_used = $2 WHERE id = $1", user_id, used)
+    await conn.close()
+
+
+async def _add_user(url: str, email: str) -> None:
+    conn = await asyncpg.connect(url)
+    await make_user(conn, email)
+    await conn.close()
+
+
+def test_doctor_summarises_a_balanced_ledger(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pending and succeeded generations hold a charge; failed ones were refunded."""
+    asyncio.run(
+        _insert_generations(cli_env, "ada@example.com", ["succeeded", "pending", "failed"], 2)
+    )
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == ["ledger OK: 1 user(s), 2 generation(s) holding a charge"]
+
+
+def test_doctor_lists_each_mismatch_and_exits_1(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(_add_user(cli_env, "bob@example.com"))
+    asyncio.run(_add_user(cli_env, "cy@example.com"))
+    # ada: charged for a failed generation (a refund lost); bob: a pending one never charged.
+    asyncio.run(_insert_generations(cli_env, "ada@example.com", ["succeeded", "failed"], 2))
+    asyncio.run(_insert_generations(cli_env, "bob@example.com", ["pending"], 0))
+    asyncio.run(_insert_generations(cli_env, "cy@example.com", ["succeeded"], 1))
+    assert main(["doctor"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        "user 1 ada@example.com: credits_used 2, generations holding a charge 1",
+        "user 2 bob@example.com: credits_used 0, generations holding a charge 1",
+    ]
+    assert "2 of 3 user(s)" in captured.err
+
+
 def test_unknown_email_is_an_error(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["users", "set-plan", "nobody@example.com", "PRO"]) == 1
     assert "no user with e-mail nobody@example.com" in capsys.readouterr().err

@@ -41,6 +41,16 @@ def test_defaults_match_the_documented_table() -> None:
     assert not settings.billing_enabled and settings.support_email is None
 
 
+@pytest.mark.parametrize(
+    ("timeout", "stale"), [("1", 2.0), ("5", 10.0), ("120", 150.0), ("600", 630.0)]
+)
+def test_a_reservation_is_stale_within_the_timeout_plus_30_seconds(
+    timeout: str, stale: float
+) -> None:
+    """The sweeper refunds a dead process's reservations this long after they were made."""
+    assert load_settings({"AIGEN_UPSTREAM_TIMEOUT": timeout}).stale_after == stale
+
+
 def test_values_are_parsed() -> None:
     settings = load_settings(
         {

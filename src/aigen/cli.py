@@ -1,4 +1,4 @@
-"""The `aigen` command: serve, migrate and manage users."""
+"""The `aigen` command: serve, migrate, manage users and check the credit ledger."""
 
 from __future__ import annotations
 
@@ -35,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the app with hypercorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=_positive_int, default=1)
     commands.add_parser("migrate", help="apply pending SQL migrations")
+    commands.add_parser(
+        "doctor", help="check every user's credits against their generations (exit 1 if off)"
+    )
     users = commands.add_parser("users", help="list users or change their plan").add_subparsers(
         dest="users_command", required=True
     )
@@ -54,6 +57,13 @@ def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
     return value
 
 
@@ -84,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             applied = asyncio.run(migrate(settings.migration_database_url))
             print(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
             return 0
+        if args.command == "doctor":
+            return asyncio.run(doctor(settings.required_database_url))
         return asyncio.run(manage_users(settings, args))
 
 
@@ -112,12 +124,36 @@ def _start_stand_ins(settings: Settings, stack: ExitStack, *, serving: bool) -> 
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     """Migrate (past PgBouncer if DATABASE_DIRECT_URL is set), then run hypercorn workers."""
-    from hypercorn.run import run
+    from aigen.serving import run_workers
 
     asyncio.run(migrate(settings.migration_database_url))
     config = hypercorn_config(settings, host, port, workers)
     log.info("serving on http://%s:%d with %d worker(s)", host, port, workers)
-    return run(config)
+    return run_workers(config)
+
+
+async def doctor(database_url: str) -> int:
+    """`aigen doctor`: list each user whose credits_used differs from the generations holding a
+    charge (exit 1), or print a one-line summary (exit 0)."""
+    conn = await connect(database_url)
+    try:
+        ledger = await repository.select_ledger(conn)
+    finally:
+        await conn.close()
+    for entry in ledger.mismatches:
+        print(
+            f"user {entry.user_id} {entry.email}: credits_used {entry.credits_used},"
+            f" generations holding a charge {entry.charged}"
+        )
+    if ledger.mismatches:
+        print(
+            f"aigen doctor: {len(ledger.mismatches)} of {ledger.users} user(s) have a credit"
+            " count that does not match their generations",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"ledger OK: {ledger.users} user(s), {ledger.charged} generation(s) holding a charge")
+    return 0
 
 
 def hypercorn_config(settings: Settings, host: str, port: int, workers: int) -> Config:

@@ -19,6 +19,7 @@ ENVIRONMENTS = ("development", "production")
 FLAG_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 DATABASE_SCHEMES = ("postgresql", "postgres")
 TLS_SSLMODES = ("require", "verify-ca", "verify-full")
+STALE_MARGIN = 30.0
 
 # Names of the local stand-ins; `aigen serve` lists the ones it started in AIGEN_DEV_DEFAULTS.
 EMBEDDED_POSTGRES = "embedded PostgreSQL"
@@ -113,8 +114,13 @@ class Settings:
 
     @property
     def stale_after(self) -> float:
-        """Age after which a pending generation cannot still be running anywhere."""
-        return self.upstream_timeout + max(30.0, self.upstream_timeout * 0.25)
+        """Age after which a pending generation is taken as abandoned by a dead process.
+
+        A live call ends within the upstream timeout (asyncio.timeout around it); the margin,
+        as long again but at most STALE_MARGIN, covers storing the answer. Refunds of a killed
+        process thus come within AIGEN_UPSTREAM_TIMEOUT + 30 s (README, Operations).
+        """
+        return self.upstream_timeout + min(self.upstream_timeout, STALE_MARGIN)
 
     def missing_services(self) -> list[str]:
         """The local stand-ins development needs because their setting is unset."""

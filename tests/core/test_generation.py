@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from aigen.core.errors import InvalidInput, UpstreamFailed
-from aigen.core.generation import STALE_ERROR, sweep_stale, validate_prompt
+from aigen.core.generation import (
+    MIN_SWEEP_DELAY,
+    STALE_ERROR,
+    next_sweep_in,
+    sweep_stale,
+    validate_prompt,
+)
 from aigen.store.pool import create_pool
 from aigen.web.runtime import EXTENSION_KEY
 from tests.helpers import make_user
@@ -89,6 +96,19 @@ async def test_late_answer_after_the_sweep_is_not_charged(app, db, fake_claude) 
     assert await db.fetchval("SELECT credits_used FROM users") == 0
 
 
+async def test_the_sweeper_wakes_when_the_oldest_reservation_turns_stale(app, db) -> None:
+    """Not a whole interval later: a reservation 4 s old, stale after 10 s, is due in 6 s."""
+    pool = app.extensions[EXTENSION_KEY].pool
+    assert await next_sweep_in(pool, older_than_seconds=10, interval=60) == 60  # none pending
+    ada = await make_user(db, "ada@example.com")
+    await reserve_abandoned(db, ada.id, 4)
+    await reserve_abandoned(db, ada.id, 1)
+    assert 5 < await next_sweep_in(pool, older_than_seconds=10, interval=60) <= 6.1
+    assert await next_sweep_in(pool, older_than_seconds=10, interval=3) == 3
+    await reserve_abandoned(db, ada.id, 3600)  # overdue (swept at the next run): soon, not at once
+    assert await next_sweep_in(pool, older_than_seconds=10, interval=60) == MIN_SWEEP_DELAY
+
+
 @pytest.mark.parametrize("prompt", ["a", "  spaced  ", "ünïcødé ✓", "x" * 50])
 def test_valid_prompts_are_returned_unchanged(prompt: str) -> None:
     assert validate_prompt({"prompt": prompt}, 50) == prompt
@@ -113,3 +133,29 @@ async def test_drain_cancels_what_outlives_it_and_refunds(app, db, fake_claude) 
     row = await db.fetchrow("SELECT status, error FROM generations")
     assert row["status"] == "failed" and row["error"]
     assert await db.fetchval("SELECT credits_used FROM users") == 0
+
+
+async def test_connection_breaking_on_release_after_the_commit_loses_nothing(
+    database_url: str, db, fake_claude
+) -> None:
+    """Each connection dies as the pool takes it back, after the work committed: the reservation
+    is still called and finalized, and charged once (it used to stay pending, charged)."""
+    from aigen.clients.claude import ClaudeClient
+    from aigen.core.generation import GenerationService
+    from tests.helpers import counts
+
+    async def die_on_release(conn: asyncpg.Connection) -> None:
+        await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    ada = await make_user(db, "ada@example.com")
+    pool = await asyncpg.create_pool(database_url, min_size=0, max_size=2, reset=die_on_release)
+    claude = ClaudeClient(
+        api_key="test-key", base_url=fake_claude.base_url, model="m", max_tokens=64, timeout=5
+    )
+    try:
+        outcome = await GenerationService(pool, claude).generate(ada.id, "hello")
+    finally:
+        await claude.aclose()
+        await pool.close()
+    assert outcome.generation.status == "succeeded"
+    assert await counts(db, ada.id) == (1, {"succeeded": 1})

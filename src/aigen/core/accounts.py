@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from aigen.clients.oidc import Identity
+from aigen.core.database import connection
 from aigen.core.errors import Conflict, NotSignedIn
 from aigen.store import repository
 from aigen.store.repository import User
@@ -16,7 +17,7 @@ EMAIL_TAKEN_MESSAGE = "Sign-in failed: this e-mail address belongs to another ac
 async def save_identity(pool: asyncpg.Pool, identity: Identity, free_credits: int) -> User:
     """Create the user on first sign-in or refresh their profile; an owned address is refused."""
     try:
-        async with pool.acquire() as conn:
+        async with connection(pool) as conn:
             return await repository.upsert_user(
                 conn,
                 sub=identity.sub,
@@ -35,7 +36,7 @@ async def load_user(pool: asyncpg.Pool, user_id: int) -> User:
 
     An ended period is rolled forward here too, so pages show this month's credits.
     """
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         user = await repository.select_user_in_current_period(conn, user_id)
     if user is None:
         raise NotSignedIn(ACCOUNT_GONE_MESSAGE)
@@ -47,7 +48,7 @@ async def current_session_user(
 ) -> User | None:
     """The user's row (in its current credit period) when this session is still theirs: the
     account exists and the version matches."""
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         user = await repository.select_user_in_current_period(conn, user_id)
     if user is None or user.session_version != session_version:
         return None
@@ -56,5 +57,5 @@ async def current_session_user(
 
 async def end_sessions(pool: asyncpg.Pool, user_id: int) -> None:
     """Sign the user out of every session, copies of their cookies included."""
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         await repository.update_session_version(conn, user_id)

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from aigen.core.database import connection
 from aigen.core.errors import Conflict, InvalidInput, NotFound, NotSignedIn
 from aigen.core.usage import iso_utc
 from aigen.store import repository
@@ -110,7 +111,7 @@ def new_plaintext_key() -> str:
 async def create_key(pool: asyncpg.Pool, user_id: int, name: str) -> NewKey:
     """Make a key for the user, unless they have MAX_ACTIVE_KEYS already (Conflict)."""
     plaintext = new_plaintext_key()
-    async with pool.acquire() as conn, conn.transaction():
+    async with connection(pool) as conn, conn.transaction():
         # The user row lock makes two creations at once count one after the other.
         if await repository.lock_user(conn, user_id) is None:
             raise NotSignedIn(ACCOUNT_GONE)
@@ -124,13 +125,13 @@ async def create_key(pool: asyncpg.Pool, user_id: int, name: str) -> NewKey:
 
 async def list_keys(pool: asyncpg.Pool, user_id: int) -> list[APIKey]:
     """The user's active keys, newest first."""
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         return await repository.select_active_api_keys(conn, user_id)
 
 
 async def owned_key(pool: asyncpg.Pool, user_id: int, key_id: int) -> APIKey:
     """One of the user's active keys; someone else's, or a revoked one, is NotFound."""
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         key = await repository.select_active_api_key(conn, user_id, key_id)
     if key is None:
         raise NotFound(NO_SUCH_KEY)
@@ -139,7 +140,7 @@ async def owned_key(pool: asyncpg.Pool, user_id: int, key_id: int) -> APIKey:
 
 async def revoke_key(pool: asyncpg.Pool, user_id: int, key_id: int) -> APIKey:
     """Revoke one of the user's active keys at once; NotFound for any other id."""
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         key = await repository.update_api_key_revoked(conn, user_id, key_id)
     if key is None:
         raise NotFound(NO_SUCH_KEY)
@@ -151,7 +152,7 @@ async def authenticate(pool: asyncpg.Pool, presented: str) -> KeyOwner | None:
     if not KEY_FORMAT.fullmatch(presented):
         return None  # malformed: no query
     digest = hash_secret(presented)
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         candidates = await repository.select_api_key_credentials(
             conn, presented[:PREFIX_CHARS], NOTE_USE_EVERY
         )

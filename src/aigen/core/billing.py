@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from aigen.clients.stripe import BillingEvent, BillingUnavailable, StripeBilling
+from aigen.core.database import connection
 from aigen.core.errors import NotFound, PaymentsUnavailable
 from aigen.core.plans import FREE, PRO
 from aigen.store import repository
@@ -114,7 +115,7 @@ async def apply_event(pool: asyncpg.Pool, event: BillingEvent) -> Outcome:
     change = plan_change(event)
     if change is None:
         return Outcome.IGNORED
-    async with pool.acquire() as conn, conn.transaction():
+    async with connection(pool) as conn, conn.transaction():
         user = await _locked_user(conn, change)
         if user is None:
             outcome = Outcome.UNKNOWN_CUSTOMER

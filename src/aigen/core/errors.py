@@ -66,6 +66,25 @@ class RateLimited(DomainError):
         return self.decision.retry_after
 
 
+class ServiceUnavailable(DomainError):
+    """A service of ours (the database) cannot be reached; trying again shortly may work.
+
+    `reason` names the failure for the log line, never shown to the user.
+    """
+
+    RETRY_AFTER = 2
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retryable = True
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds to wait before trying again."""
+        return self.RETRY_AFTER
+
+
 class UpstreamFailed(DomainError):
     """Claude could not answer; `kind` says how, `retryable` whether trying again may help."""
 

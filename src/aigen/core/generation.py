@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from aigen.clients.claude import ClaudeClient, Completion, UpstreamError, upstream_error
 from aigen.clients.ratelimit import Decision, RateLimit
 from aigen.core import limits
+from aigen.core.database import connection, retry_while_unavailable
 from aigen.core.errors import (
     CreditLimitReached,
     DomainError,
     InvalidInput,
     NotSignedIn,
+    ServiceUnavailable,
     UpstreamFailed,
     VerificationRequired,
 )
@@ -29,12 +32,29 @@ from aigen.store.repository import Generation, User
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 CREDIT_LIMIT_MESSAGE = "Credit limit reached. Upgrade to Pro for unlimited generations."
 VERIFY_EMAIL_MESSAGE = "Verify your e-mail address to receive free credits."
 UNAUTHORIZED_MESSAGE = "Unauthorized"
 TOO_LATE_MESSAGE = "Claude did not answer in time."
 STALE_ERROR = "Abandoned: the server stopped before Claude answered."
 STORE_ERROR = "The answer could not be stored."
+STORE_UNAVAILABLE_MESSAGE = (
+    "Claude answered, but aigen could not store the answer: it is briefly unavailable. Your"
+    " credit is given back; please try again in a few seconds."
+)
+SUCCEEDED = "succeeded"
+# Storing an answer is retried this long while the database is out of reach (a restart takes
+# seconds): the user waits, since Claude has answered already.
+STORE_RETRY_WINDOW = 5.0
+# A refund that cannot be written is retried in the background this long; then the sweeper.
+SETTLE_WINDOW = 30.0
+# The sweeper wakes a moment after a reservation turns stale, never in a tight loop, and
+# retries soon while the database is out of reach.
+SWEEP_SLACK = 0.1
+MIN_SWEEP_DELAY = 0.5
+SWEEP_RETRY_DELAY = 5.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +110,14 @@ def check_access(user: User) -> None:
 
 
 class GenerationService:
-    """Runs generations for signed-in users against one pool and one Claude client."""
+    """Runs generations for signed-in users against one pool and one Claude client.
+
+    Once a request is admitted, its reservation, call and finalization run in a task of their
+    own that the request only waits on (shielded): a client that hangs up, even between the
+    reservation's COMMIT and the call, cannot leave a credit charged for nothing. Whatever
+    breaks after the reservation is committed, the generation is finalized or refunded; while
+    the database is out of reach that is retried, and the sweeper is the last resort.
+    """
 
     def __init__(
         self,
@@ -104,7 +131,8 @@ class GenerationService:
         self.claude = claude
         self.limiter = limiter
         self.rate_limit = rate_limit
-        self._in_flight: set[asyncio.Task[GenerationOutcome]] = set()
+        # Generations and background refunds still running (drained at shutdown).
+        self._in_flight: set[asyncio.Task[Any]] = set()
 
     async def generate(
         self, user_id: int, prompt: str, *, api_key_id: int | None = None
@@ -114,23 +142,34 @@ class GenerationService:
         `api_key_id` is the key that asked (recorded on the generation); None for the browser.
         """
         decision = await self.admit(user_id)
+        work = self._spawn(self._reserve_and_call(user_id, prompt, api_key_id))
         try:
-            generation = await self.reserve(user_id, prompt, api_key_id=api_key_id)
-            # Shielded so a client that disconnects mid-call does not lose the generation.
-            task = asyncio.create_task(self._call_and_finalize(generation))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
-            outcome = await asyncio.shield(task)
+            outcome = await asyncio.shield(work)
         except DomainError as error:
             error.rate_limit = decision
             raise
+        except asyncio.CancelledError:
+            work.add_done_callback(_report_unawaited)  # the client is gone; the work goes on
+            raise
         return GenerationOutcome(outcome.generation, outcome.user, decision)
+
+    def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.create_task(work)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return task
 
     async def admit(self, user_id: int) -> Decision | None:
         """The per-user rate limit, checked before anything is reserved (nothing stored)."""
         if self.limiter is None or self.rate_limit is None:
             return None
         return await limits.check(self.limiter, limits.generate_key(user_id), self.rate_limit)
+
+    async def _reserve_and_call(
+        self, user_id: int, prompt: str, api_key_id: int | None
+    ) -> GenerationOutcome:
+        generation = await self.reserve(user_id, prompt, api_key_id=api_key_id)
+        return await self._call_and_finalize(generation)
 
     async def reserve(
         self, user_id: int, prompt: str, *, api_key_id: int | None = None
@@ -140,41 +179,63 @@ class GenerationService:
         An ended credit period is rolled forward first, in the same transaction, so the check
         never sees a stale period and a burst at the boundary cannot spend more than the limit.
         """
-        async with self.pool.acquire() as conn, conn.transaction():
-            await repository.roll_credit_period(conn, user_id)
-            user = await repository.lock_user(conn, user_id)
-            if user is None:
-                raise NotSignedIn(UNAUTHORIZED_MESSAGE)
-            check_access(user)
-            generation = await repository.insert_generation(
-                conn, user_id, prompt, self.claude.model, api_key_id
-            )
-            await repository.charge_credit(conn, user_id)
-            return generation
+        inserted: Generation | None = None
+        try:
+            async with connection(self.pool) as conn, conn.transaction():
+                await repository.roll_credit_period(conn, user_id)
+                user = await repository.lock_user(conn, user_id)
+                if user is None:
+                    raise NotSignedIn(UNAUTHORIZED_MESSAGE)
+                check_access(user)
+                inserted = generation = await repository.insert_generation(
+                    conn, user_id, prompt, self.claude.model, api_key_id
+                )
+                await repository.charge_credit(conn, user_id)
+        except BaseException:
+            if inserted is not None:
+                # The COMMIT may have been applied without our hearing back (connection lost,
+                # cancelled): refund it if it was. Nothing happens when it was rolled back.
+                self._settle_later(inserted, STORE_ERROR)
+            raise
+        return generation
 
     async def _call_and_finalize(self, generation: Generation) -> GenerationOutcome:
         try:
             completion = await self.claude.complete(generation.prompt)
         except UpstreamError as error:
-            await self.fail(generation, error.message)
+            await self._refund(generation, error.message)
             raise UpstreamFailed.from_client(error) from error
         except BaseException as error:
             # Cancelled at shutdown, or a bug: never leave the credit charged for nothing.
-            await asyncio.shield(self.fail(generation, upstream_error(error).message))
+            await asyncio.shield(self._refund(generation, upstream_error(error).message))
             raise
+        return await self._store(generation, completion)
+
+    async def _store(self, generation: Generation, completion: Completion) -> GenerationOutcome:
+        """Finalize, retried while the database is briefly out of reach; else refund."""
         try:
-            return await self.finalize(generation, completion)
+            return await retry_while_unavailable(
+                lambda: self.finalize(generation, completion),
+                STORE_RETRY_WINDOW,
+                f"storing generation {generation.id}",
+            )
         except UpstreamFailed:
             raise
-        except BaseException:
+        except ServiceUnavailable as error:
+            self._settle_later(generation, STORE_ERROR)
+            raise ServiceUnavailable(STORE_UNAVAILABLE_MESSAGE, reason=error.reason) from error
+        except asyncio.CancelledError:
+            await asyncio.shield(self._refund(generation, STORE_ERROR))
+            raise
+        except Exception:
             # The answer could not be stored (database trouble): refund rather than charge.
             log.exception("storing generation %s failed", generation.id)
-            await asyncio.shield(self.fail(generation, STORE_ERROR))
+            await asyncio.shield(self._refund(generation, STORE_ERROR))
             raise
 
     async def finalize(self, generation: Generation, completion: Completion) -> GenerationOutcome:
         """Store the answer and its usage; the second short transaction."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with connection(self.pool) as conn, conn.transaction():
             done = await repository.update_generation_result(
                 conn,
                 generation.user_id,
@@ -184,29 +245,67 @@ class GenerationService:
                 input_tokens=completion.input_tokens,
                 output_tokens=completion.output_tokens,
             )
+            if done is None:
+                # Stored already by an attempt whose COMMIT was applied but never acknowledged?
+                done = await repository.select_generation(conn, generation.user_id, generation.id)
             user = await repository.select_user(conn, generation.user_id)
-        if done is None or user is None:
+        if done is None or done.status != SUCCEEDED or user is None:
             # The sweeper already failed and refunded it: the answer came too late to charge.
             raise UpstreamFailed(TOO_LATE_MESSAGE, kind=UpstreamFailed.TIMEOUT, retryable=True)
         return GenerationOutcome(done, user)
 
-    async def fail(self, generation: Generation, error: str) -> None:
-        """Mark the generation failed and refund its credit, once."""
-        async with self.pool.acquire() as conn, conn.transaction():
+    async def fail(self, generation: Generation, error: str) -> bool:
+        """Mark the generation failed and refund its credit, once; False if it was not pending."""
+        async with connection(self.pool) as conn, conn.transaction():
             failed = await repository.update_generation_failed(
                 conn, generation.user_id, generation.id, error
             )
             if failed is not None:
                 await repository.refund_credit(conn, generation.user_id, generation.id)
+        return failed is not None
+
+    async def _refund(self, generation: Generation, error: str) -> None:
+        """Fail and refund now, or in the background while the database is out of reach."""
+        try:
+            await self.fail(generation, error)
+        except ServiceUnavailable:
+            self._settle_later(generation, error)
+
+    def _settle_later(self, generation: Generation, error: str) -> None:
+        self._spawn(self._settle(generation, error))
+
+    async def _settle(self, generation: Generation, error: str) -> None:
+        """Retry the refund while the database is out of reach; after that, the sweeper's turn."""
+        try:
+            refunded = await retry_while_unavailable(
+                lambda: self.fail(generation, error),
+                SETTLE_WINDOW,
+                f"refunding generation {generation.id}",
+            )
+        except ServiceUnavailable as unavailable:
+            log.warning(
+                "generation %s: refund not written (%s); the sweeper will refund it",
+                generation.id,
+                unavailable.reason,
+            )
+            return
+        except Exception:  # nobody awaits this task: say it here
+            log.exception("generation %s: refund failed; the sweeper will refund it", generation.id)
+            return
+        if refunded:
+            log.info("generation %s: failed and refunded once the database answered", generation.id)
 
     async def drain(self, timeout: float) -> None:
         """Let calls in flight finish; cancel (and so refund) what is left after `timeout`.
 
         Called at shutdown before the pool closes, so every reservation is finalized or refunded.
         """
-        if not self._in_flight:
-            return
-        _, late = await asyncio.wait(set(self._in_flight), timeout=timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # A generation that fails while draining may start a background refund: wait for it too.
+        while self._in_flight and loop.time() < deadline:
+            await asyncio.wait(set(self._in_flight), timeout=deadline - loop.time())
+        late = set(self._in_flight)
         for task in late:
             task.cancel()
         if late:
@@ -214,20 +313,45 @@ class GenerationService:
             await asyncio.wait(late)
 
 
+def _report_unawaited(work: asyncio.Task[Any]) -> None:
+    """How the generation of a client that hung up ended: refusals need no word, bugs do."""
+    if work.cancelled():
+        return
+    error = work.exception()  # retrieved here, so asyncio does not report it at exit
+    if error is not None and not isinstance(error, DomainError):
+        log.error("generation of a client that hung up failed", exc_info=error)
+
+
 async def sweep_stale(pool: asyncpg.Pool, older_than_seconds: float) -> int:
     """Fail and refund reservations a dead process left pending; return how many."""
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         swept = await repository.fail_stale_generations(conn, older_than_seconds, STALE_ERROR)
     if swept:
         log.warning("swept %d stale pending generation(s) and refunded their credits", swept)
     return swept
 
 
+async def next_sweep_in(pool: asyncpg.Pool, older_than_seconds: float, interval: float) -> float:
+    """Seconds until the oldest pending reservation turns stale, at most `interval`."""
+    async with connection(pool) as conn:
+        until_stale = await repository.select_seconds_until_stale(conn, older_than_seconds)
+    if until_stale is None:
+        return interval
+    return min(interval, max(until_stale + SWEEP_SLACK, MIN_SWEEP_DELAY))
+
+
 async def sweep_forever(pool: asyncpg.Pool, older_than_seconds: float, interval: float) -> None:
-    """Sweep at start-up and then every `interval` seconds, until cancelled."""
+    """Sweep at start-up, then whenever a reservation turns stale (at least every `interval`
+    seconds), until cancelled: a dead process's reservations are refunded `older_than_seconds`
+    after they were made, whatever the interval, while any instance runs."""
     while True:
+        delay = interval
         try:
             await sweep_stale(pool, older_than_seconds)
+            delay = await next_sweep_in(pool, older_than_seconds, interval)
+        except ServiceUnavailable as error:
+            log.warning("sweeping stale generations: database unavailable (%s)", error.reason)
+            delay = min(interval, SWEEP_RETRY_DELAY)
         except Exception:  # a failed sweep is retried at the next interval
             log.exception("sweeping stale generations failed")
-        await asyncio.sleep(interval)
+        await asyncio.sleep(delay)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from aigen.core.database import connection
 from aigen.core.errors import InvalidInput, NotFound
 from aigen.store import repository
 from aigen.store.repository import Generation
@@ -54,14 +55,14 @@ def _is_number(text: str) -> bool:
 
 async def recent_generations(pool: asyncpg.Pool, user_id: int) -> list[Generation]:
     """The user's newest generations, for the dashboard."""
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         return await repository.select_generations(conn, user_id, limit=RECENT_COUNT)
 
 
 async def history_page(pool: asyncpg.Pool, user_id: int, cursor: str | None) -> HistoryPage:
     """A page of the user's generations after `cursor` (none: the newest); no OFFSET."""
     before = decode_cursor(cursor) if cursor else None
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         rows = await repository.select_generations(
             conn, user_id, limit=HISTORY_PAGE_SIZE + 1, before=before
         )
@@ -78,7 +79,7 @@ async def owned_generation(pool: asyncpg.Pool, user_id: int, generation_id: int)
     """One of the user's generations; someone else's is as absent as a missing one."""
     if generation_id > repository.MAX_ID:
         raise NotFound(NO_SUCH_GENERATION)
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         generation = await repository.select_generation(conn, user_id, generation_id)
     if generation is None:
         raise NotFound(NO_SUCH_GENERATION)

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from aigen.core.database import connection
 from aigen.core.plans import credits_remaining
 from aigen.store import repository
 from aigen.store.repository import KeyUsage, Usage, User
@@ -74,7 +75,10 @@ async def usage_report(pool: asyncpg.Pool, user: User) -> dict[str, Any]:
     """The body of GET /api/usage for the user's current credit period."""
     start, end = user.period_start, user.period_end
     # One snapshot, so the per-key figures never count a generation the totals do not.
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+    async with (
+        connection(pool) as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
         counted = await repository.select_usage(conn, user.id, start, end)
         by_key = await repository.select_usage_by_key(conn, user.id, start, end)
     return {**usage_json(user, counted, start, end), "keys": keys_json(by_key)}

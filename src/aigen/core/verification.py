@@ -17,6 +17,7 @@ import asyncpg
 from aigen.clients.mail import BackgroundMailer, OutgoingMail
 from aigen.clients.ratelimit import Decision
 from aigen.core import limits
+from aigen.core.database import connection
 from aigen.core.email_tokens import (
     MAX_AGE_SECONDS,
     TokenExpired,
@@ -79,7 +80,7 @@ class VerificationService:
     async def send_link(self, user_id: int, *, unless_sent_within: float | None = None) -> bool:
         """Store a new nonce and mail its link in the background; False when nothing was sent."""
         nonce = new_nonce()
-        async with self.pool.acquire() as conn:
+        async with connection(self.pool) as conn:
             email = await repository.update_verification_sent(
                 conn, user_id, nonce, unless_sent_within=unless_sent_within
             )
@@ -132,7 +133,7 @@ class VerificationService:
 
     async def _use_link(self, claim: VerificationClaim) -> tuple[Outcome, User | None]:
         """Verify the address when the claim names the pending link and nobody else owns it."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with connection(self.pool) as conn, conn.transaction():
             user = await repository.lock_user(conn, claim.user_id)
             if user is None:
                 return Outcome.INVALID, None

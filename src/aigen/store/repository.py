@@ -86,6 +86,25 @@ class Usage:
     daily: list[DailyUsage]
 
 
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One user's metered counter beside the number of their generations holding a charge."""
+
+    user_id: int
+    email: str
+    credits_used: int
+    charged: int
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """The whole credit ledger: how many users and charges, and the users whose counts differ."""
+
+    users: int
+    charged: int
+    mismatches: list[LedgerEntry]
+
+
 def _user(row: asyncpg.Record | None) -> User | None:
     return None if row is None else User(**dict(row))
 
@@ -399,6 +418,56 @@ async def fail_stale_generations(
         older_than_seconds,
         error,
     )
+
+
+async def select_seconds_until_stale(
+    conn: asyncpg.Connection, older_than_seconds: float
+) -> float | None:
+    """Seconds until the oldest pending reservation is older than the cut-off (negative when
+    one is already), or None when nothing is pending. One probe of generations_pending_idx."""
+    return await conn.fetchval(
+        """
+        SELECT extract(epoch FROM min(created_at) + make_interval(secs => $1) - now())::float8
+        FROM generations WHERE status = 'pending'
+        """,
+        older_than_seconds,
+    )
+
+
+async def select_ledger(conn: asyncpg.Connection) -> Ledger:
+    """Every user's credits_used checked against the generations that hold a charge.
+
+    The ledger rule, written here and nowhere else: a generation holds a charge while it is
+    'pending' and once it 'succeeded'; a 'failed' one was refunded. credits_used counts the
+    user's current credit period only, so it must equal the pending plus succeeded generations
+    charged to that period (a generation without one counts as the current period's, as its
+    refund does).
+    """
+    rows = await conn.fetch(
+        """
+        WITH per_user AS (
+            SELECT u.id, u.email, u.credits_used,
+                   count(g.id) FILTER (
+                       WHERE g.status IN ('pending', 'succeeded')
+                         AND coalesce(g.credit_period, u.period_start) = u.period_start
+                   )::integer AS charged
+            FROM users u LEFT JOIN generations g ON g.user_id = u.id
+            GROUP BY u.id
+        ), totals AS (
+            SELECT count(*)::integer AS users, coalesce(sum(charged), 0)::integer AS charges
+            FROM per_user
+        )
+        SELECT t.users, t.charges, p.id, p.email, p.credits_used, p.charged
+        FROM totals t LEFT JOIN per_user p ON p.credits_used <> p.charged
+        ORDER BY p.id
+        """
+    )
+    mismatches = [
+        LedgerEntry(row["id"], row["email"], row["credits_used"], row["charged"])
+        for row in rows
+        if row["id"] is not None
+    ]
+    return Ledger(users=rows[0]["users"], charged=rows[0]["charges"], mismatches=mismatches)
 
 
 async def update_verification_sent(

@@ -19,6 +19,7 @@ from aigen.core.errors import (
     NotSignedIn,
     PaymentsUnavailable,
     RateLimited,
+    ServiceUnavailable,
     SignInFailed,
     SignInUnavailable,
     UpstreamFailed,
@@ -54,6 +55,7 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     RateLimited: 429,
     SignInUnavailable: 503,
     PaymentsUnavailable: 503,
+    ServiceUnavailable: 503,
 }
 UPSTREAM_STATUS = {
     UpstreamFailed.BAD_ANSWER: 502,
@@ -74,6 +76,14 @@ def api_error_from(error: DomainError) -> APIError:
 
 def _status_of(error: DomainError) -> APIError:
     match error:
+        case ServiceUnavailable():
+            # One line per failed request, no traceback: an outage must not flood the log.
+            log.warning(
+                "%s %s: 503, database unavailable (%s)", request.method, request.path, error.reason
+            )
+            api_error = APIError(503, error.message, retryable=error.retryable)
+            api_error.headers = {"Retry-After": str(error.retry_after)}
+            return api_error
         case UpstreamFailed():
             return APIError(UPSTREAM_STATUS[error.kind], error.message, retryable=error.retryable)
         case RateLimited():

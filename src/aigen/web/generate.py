@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, render_template, request
 
-from aigen.core.errors import DomainError
+from aigen.core.errors import DomainError, ServiceUnavailable
 from aigen.core.generation import GenerationOutcome, validate_prompt
 from aigen.core.plans import is_unlimited
 from aigen.web.current_user import is_htmx, login_required, signed_in_user, signed_in_user_id
@@ -27,6 +27,10 @@ ERROR_TITLES = {
     503: "Claude is unavailable right now",
     504: "Claude took too long to answer",
 }
+# 503 has two causes: Claude, or aigen's own database (then nothing was charged, or it is given
+# back as the message says).
+UNAVAILABLE_TITLE = "aigen is briefly unavailable"
+UNAVAILABLE_NOTE = "No credit is used for it."
 
 
 @blueprint.get("/generate")
@@ -49,7 +53,7 @@ async def generate() -> Response:
     except DomainError as error:
         remember(error.rate_limit)
         api_error = api_error_from(error)
-        template, context = await _error_partial(api_error)
+        template, context = await _error_partial(api_error, error)
         status = api_error.status
     else:
         remember(outcome.rate_limit)
@@ -78,7 +82,7 @@ def _result_context(outcome: GenerationOutcome) -> dict[str, object]:
     return {"generation": outcome.generation, "user": outcome.user}
 
 
-async def _error_partial(error: APIError) -> tuple[str, dict[str, object]]:
+async def _error_partial(error: APIError, cause: DomainError) -> tuple[str, dict[str, object]]:
     """Which partial explains this error, and what it needs."""
     if error.status == 402 or error.extra.get("upgrade"):
         return "generate/_upgrade_banner.html", {"user": await signed_in_user()}
@@ -87,11 +91,15 @@ async def _error_partial(error: APIError) -> tuple[str, dict[str, object]]:
     retry_after = error.extra.get("retry_after")
     retry_helps = bool(error.extra.get("retryable")) or error.status == 429
     charge_note = "Your credit was refunded." if error.status >= 500 else "No credit was used."
-    if error.status != 401 and is_unlimited(await signed_in_user()):
+    title = ERROR_TITLES.get(error.status, "We couldn't generate an answer")
+    if isinstance(cause, ServiceUnavailable):
+        # Checked first: loading the user would only meet the same outage.
+        title, charge_note = UNAVAILABLE_TITLE, UNAVAILABLE_NOTE
+    elif error.status != 401 and is_unlimited(await signed_in_user()):
         charge_note = ""  # Pro has no credits to speak of
     return "generate/_error.html", {
         "error": error,
-        "title": ERROR_TITLES.get(error.status, "We couldn't generate an answer"),
+        "title": title,
         "retry_helps": retry_helps,
         "retry_after": round(retry_after) if isinstance(retry_after, int | float) else None,
         "charge_note": charge_note,
