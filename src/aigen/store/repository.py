@@ -242,6 +242,40 @@ async def update_generation_failed(
     return _generation(row)
 
 
+async def update_generation_stopped(
+    conn: asyncpg.Connection,
+    user_id: int,
+    generation_id: int,
+    *,
+    status: str,
+    result: str | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    error: str,
+) -> Generation | None:
+    """Finalize a pending stream that ended early ('failed' or 'cancelled') with what it produced.
+
+    None if the generation is no longer pending.
+    """
+    row = await conn.fetchrow(
+        f"""
+        UPDATE generations
+        SET status = $3, result = $4, input_tokens = $5, output_tokens = $6, error = $7,
+            completed_at = now()
+        WHERE id = $2 AND user_id = $1 AND status = 'pending'
+        RETURNING {GENERATION_COLUMNS}
+        """,
+        user_id,
+        generation_id,
+        status,
+        result,
+        input_tokens,
+        output_tokens,
+        error,
+    )
+    return _generation(row)
+
+
 async def select_generation(
     conn: asyncpg.Connection, user_id: int, generation_id: int
 ) -> Generation | None:

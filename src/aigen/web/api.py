@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 from quart import Blueprint, Response, jsonify, request
 
 from aigen.core.generation import validate_prompt
+from aigen.core.streaming import wants_stream
 from aigen.core.usage import usage_report
 from aigen.web.current_user import signed_in_user, signed_in_user_id
 from aigen.web.errors import APIError
 from aigen.web.rate_limits import remember
 from aigen.web.runtime import runtime
+from aigen.web.streaming import accepts_event_stream, event_stream_response
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -29,9 +31,14 @@ async def json_body() -> object:
 
 @blueprint.post("/generate")
 async def generate() -> Response:
-    """Generate an answer to a prompt, charging one credit."""
+    """Generate an answer to a prompt, charging one credit; streamed as SSE when asked."""
     user_id = signed_in_user_id()
-    prompt = validate_prompt(await json_body(), runtime().settings.max_prompt_chars)
+    body = await json_body()
+    prompt = validate_prompt(body, runtime().settings.max_prompt_chars)
+    if wants_stream(body, accepts_event_stream()):
+        stream = await runtime().streaming.open(user_id, prompt)
+        remember(stream.rate_limit)
+        return event_stream_response(stream)
     outcome = await runtime().generations.generate(user_id, prompt)
     remember(outcome.rate_limit)
     return jsonify(outcome.to_json())
