@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -143,3 +145,43 @@ def announced_dev_defaults(app: Quart) -> tuple[str, ...]:
     announced = app.jinja_env.globals["dev_defaults"]  # Jinja types its globals as object
     assert isinstance(announced, tuple)
     return announced
+
+
+# A generation holds a charge while pending, once succeeded, and when a stream that produced
+# output ended early (cancelled or failed with its partial text); refunded rows have no result.
+CHARGED_ROW = (
+    "status IN ('pending', 'succeeded')"
+    " OR (status IN ('cancelled', 'failed') AND result IS NOT NULL)"
+)
+
+
+async def ledger_mismatches(conn: asyncpg.Connection) -> list[tuple[int, int, int]]:
+    """(user id, credits_used, charged rows) of every user whose counter disagrees with the rows.
+
+    The consistency check an operator's `aigen doctor` would run; empty when the ledger holds.
+    """
+    rows = await conn.fetch(
+        f"""
+        SELECT u.id, u.credits_used, count(g.id) FILTER (WHERE {CHARGED_ROW}) AS charged
+        FROM users u LEFT JOIN generations g ON g.user_id = u.id
+        GROUP BY u.id HAVING u.credits_used <> count(g.id) FILTER (WHERE {CHARGED_ROW})
+        """
+    )
+    return [(row["id"], row["credits_used"], row["charged"]) for row in rows]
+
+
+def parse_sse(body: str) -> list[tuple[str, Any]]:
+    """The events of a text/event-stream body as (name, data); a comment is ("comment", text)."""
+    events: list[tuple[str, Any]] = []
+    for block in body.split("\n\n"):
+        name, data = "message", None
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                events.append(("comment", line[1:].strip()))
+            elif line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                data = json.loads(line.removeprefix("data: "))
+        if data is not None:
+            events.append((name, data))
+    return events

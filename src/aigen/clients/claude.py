@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,12 +105,15 @@ class ClaudeClient:
 
     def stream(self, prompt: str) -> AnswerStream:
         """Stream the answer to one user prompt (use with `async with`, then `async for`)."""
-        manager = self._sdk.messages.stream(
-            model=self.model,
-            max_tokens=self.max_tokens,
-            messages=[{"role": "user", "content": prompt}],
-        )
-        return AnswerStream(manager, self.timeout)
+
+        def open_stream() -> AsyncMessageStreamManager[Any]:
+            return self._sdk.messages.stream(
+                model=self.model,
+                max_tokens=self.max_tokens,
+                messages=[{"role": "user", "content": prompt}],
+            )
+
+        return AnswerStream(open_stream, self.timeout)
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
@@ -125,8 +128,12 @@ class AnswerStream:
     Every failure is an UpstreamError; the whole stream is bounded by the client's timeout.
     """
 
-    def __init__(self, manager: AsyncMessageStreamManager[Any], timeout: float) -> None:
-        self._manager = manager
+    def __init__(
+        self, open_stream: Callable[[], AsyncMessageStreamManager[Any]], timeout: float
+    ) -> None:
+        # The request is made on entering: a stream given up before that never calls Claude.
+        self._open_stream = open_stream
+        self._manager: AsyncMessageStreamManager[Any] | None = None
         self._timeout = timeout
         self._deadline = 0.0
         self._stream: AsyncMessageStream[Any] | None = None
@@ -135,6 +142,7 @@ class AnswerStream:
 
     async def __aenter__(self) -> AnswerStream:
         self._deadline = asyncio.get_running_loop().time() + self._timeout
+        self._manager = self._open_stream()
         try:
             async with asyncio.timeout_at(self._deadline):
                 self._stream = await self._manager.__aenter__()
@@ -143,7 +151,8 @@ class AnswerStream:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._manager.__aexit__(None, None, None)
+        if self._manager is not None:
+            await self._manager.__aexit__(None, None, None)
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._text_deltas()

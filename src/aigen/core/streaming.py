@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from aigen.clients.claude import AnswerStream, Completion, UpstreamError
 from aigen.clients.ratelimit import Decision
 from aigen.core.errors import DomainError, InvalidInput, UpstreamFailed
-from aigen.core.generation import GenerationOutcome, GenerationService
+from aigen.core.generation import STORE_ERROR, GenerationOutcome, GenerationService
 from aigen.store import repository
 from aigen.store.repository import Generation
 
@@ -179,7 +179,7 @@ class GenerationStream:
             log.exception("streamed generation %s broke off", self.generation.id)
             await self._end_early(answer, FAILED, INTERNAL_ERROR_MESSAGE)
             return Failed(INTERNAL_ERROR_MESSAGE, retryable=True)
-        return await self._finalize(answer, completion)
+        return await self._finalize(completion)
 
     async def _read(self, answer: AnswerStream) -> Completion:
         """Forward every text delta; leaving `async with` closes the upstream connection."""
@@ -194,14 +194,15 @@ class GenerationStream:
         finally:
             self._reading = False
 
-    async def _finalize(self, answer: AnswerStream, completion: Completion) -> Done | Failed:
+    async def _finalize(self, completion: Completion) -> Done | Failed:
         try:
             return Done(await self._generations.finalize(self.generation, completion))
         except UpstreamFailed as error:  # the sweeper failed and refunded it first
             return Failed(error.message, error.retryable)
         except Exception:
+            # As the JSON call does: the answer could not be stored, so fail and refund it.
             log.exception("storing streamed generation %s failed", self.generation.id)
-            await self._end_early(answer, FAILED, INTERNAL_ERROR_MESSAGE)
+            await self._generations.fail(self.generation, STORE_ERROR)
             return Failed(INTERNAL_ERROR_MESSAGE, retryable=True)
 
     async def _end_early(self, answer: AnswerStream, status: str, error: str) -> None:
