@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
@@ -16,6 +17,9 @@ from aigen.dev.anthropic import FakeAnthropicServer
 from aigen.dev.oidc_provider import LocalOIDCProvider
 from aigen.dev.serving import LOOPBACK, ThreadedServer, find_free_port
 from tests.helpers import TEST_SECRET_KEY
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -154,3 +158,26 @@ def page(browser, served_app: ThreadedServer, clean_db: str) -> Iterator[object]
     yield page
     context.close()
     assert problems.seen == []
+
+
+def shot(page: Page, name: str) -> None:
+    """A full-page screenshot in screenshots/NAME.png."""
+    # Transitions (the fade-in of swapped content) are finished, not caught half-way.
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True, animations="disabled")
+
+
+def sign_in(
+    page: Page,
+    served_app: ThreadedServer,
+    oidc: LocalOIDCProvider,
+    sub: str,
+    name: str = "Ada Lovelace",
+) -> None:
+    """Through the landing page and the local provider's real authorize form."""
+    oidc.set_user(sub, email=f"{sub}@example.com", email_verified=True, name=name)
+    page.goto("/")
+    page.get_by_role("link", name="Sign in with Google").click()
+    page.wait_for_url(oidc.url + "/**")
+    page.locator('input[name="sub"]').fill(sub)
+    page.get_by_role("button", name="Authorize", exact=True).click()
+    page.wait_for_url(served_app.url + "/generate")

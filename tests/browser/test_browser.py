@@ -10,9 +10,7 @@ from playwright.sync_api import Page, expect
 
 from aigen.core.history import HISTORY_PAGE_SIZE
 from aigen.dev.anthropic import FakeAnthropicServer
-from aigen.dev.oidc_provider import LocalOIDCProvider
-from aigen.dev.serving import ThreadedServer
-from tests.browser.conftest import PHONE, SCREENSHOTS, open_page, run_sql
+from tests.browser.conftest import PHONE, open_page, run_sql, shot, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -27,29 +25,6 @@ HOSTILE_ANSWER = """## Totally normal answer
 
 A **real** [docs link](https://example.com/docs).
 """
-
-
-def shot(page: Page, name: str) -> None:
-    """A full-page screenshot in screenshots/NAME.png."""
-    # Transitions (the fade-in of swapped content) are finished, not caught half-way.
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True, animations="disabled")
-
-
-def sign_in(
-    page: Page,
-    served_app: ThreadedServer,
-    oidc: LocalOIDCProvider,
-    sub: str,
-    name: str = "Ada Lovelace",
-) -> None:
-    """Through the landing page and the local provider's real authorize form."""
-    oidc.set_user(sub, email=f"{sub}@example.com", email_verified=True, name=name)
-    page.goto("/")
-    page.get_by_role("link", name="Sign in with Google").click()
-    page.wait_for_url(oidc.url + "/**")
-    page.locator('input[name="sub"]').fill(sub)
-    page.get_by_role("button", name="Authorize", exact=True).click()
-    page.wait_for_url(served_app.url + "/generate")
 
 
 def user_id(database_url: str, sub: str) -> int:
