@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import multiprocessing.context
 import os
 import signal
 import statistics
@@ -103,7 +104,7 @@ def serve_clocked_claude(port: int) -> None:
     )
 
 
-def start_claude() -> tuple[multiprocessing.Process, str]:
+def start_claude() -> tuple[multiprocessing.context.SpawnProcess, str]:
     port = find_free_port()
     process = multiprocessing.get_context("spawn").Process(
         target=serve_clocked_claude, args=(port,), daemon=True
