@@ -8,7 +8,7 @@ when each stream's first delta leaves it), the load here: three processes, so no
 delays another's clock on the same interpreter.
 
     .venv/bin/python bench/stream_ttfb.py [--streams 300] [--concurrency 100] [--deltas 20]
-                                          [--interval-ms 50] [--workers 1]
+                                          [--interval-ms 50] [--workers 1] [--pool 10]
 
 Uses TEST_DATABASE_URL / DATABASE_URL (a scratch database `aigen_bench_stream` is created on
 that server) or an embedded PostgreSQL.
@@ -162,7 +162,7 @@ async def make_users(url: str, count: int, credits: int) -> list[int]:
         await conn.close()
 
 
-def app_environment(database_url: str, claude_url: str) -> dict[str, str]:
+def app_environment(database_url: str, claude_url: str, pool: int) -> dict[str, str]:
     """Everything configured, so `aigen serve` starts no development stand-in."""
     return {
         "DATABASE_URL": database_url,
@@ -173,6 +173,7 @@ def app_environment(database_url: str, claude_url: str) -> dict[str, str]:
         "GOOGLE_CLIENT_SECRET": "bench",
         "OIDC_DISCOVERY_URL": "http://127.0.0.1:9/none",
         "RATE_LIMIT": "100000/second",
+        "DB_POOL_MAX": str(pool),
         "AIGEN_DEV_DEFAULTS": "",
         "LOG_LEVEL": "WARNING",
     }
@@ -224,7 +225,9 @@ async def one_stream(http: httpx.AsyncClient, cookie: str, prompt: str) -> dict[
 
 async def load(args: argparse.Namespace, base: str, cookies: list[str]) -> list[dict[str, Any]]:
     gate = asyncio.Semaphore(args.concurrency)
-    limits = httpx.Limits(max_connections=args.concurrency * 2)
+    # Idle connections are dropped well before hypercorn's 5 s keep-alive timeout, so a request
+    # never goes out on a connection the server is closing at that moment.
+    limits = httpx.Limits(max_connections=args.concurrency * 2, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as http:
         await wait_ready(http)
 
@@ -273,6 +276,7 @@ def report(
     complete = sum(1 for seen in results if "done" in seen)
     print(
         f"streams {len(results)}  concurrency {args.concurrency}  workers {args.workers}"
+        f"  pool {args.pool}/worker"
         f"  upstream {args.deltas} deltas every {args.interval_ms} ms"
     )
     print(f"statuses {statuses}  ended with done {complete}")
@@ -297,7 +301,7 @@ async def run(args: argparse.Namespace) -> None:
     try:
         paced = {"type": "stream_paced", "deltas": args.deltas, "interval": args.interval_ms / 1000}
         FakeAnthropicAdmin(claude_url).set_scenario([{**paced, "times": args.streams}])
-        environment = app_environment(database_url, claude_url)
+        environment = app_environment(database_url, claude_url, args.pool)
         app = create_app(environment)  # only to mint the sign-in cookies the server accepts
         auth = app.extensions["QUART_AUTH"][0]
         cookies = [auth.dump_token(str(user), app) for user in users]
@@ -327,6 +331,7 @@ def main() -> None:
     parser.add_argument("--deltas", type=int, default=20)
     parser.add_argument("--interval-ms", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--pool", type=int, default=10, help="DB_POOL_MAX of each worker")
     asyncio.run(run(parser.parse_args()))
 
 
