@@ -52,6 +52,12 @@ def generation(database_url: str, column: str) -> object:
     return run_sql(database_url, f"SELECT {column} FROM generations ORDER BY id DESC LIMIT 1")
 
 
+def upstream_streaming(fake: FakeAnthropicServer) -> bool:
+    """Whether the upstream has begun sending its stream (deltas_sent is set when it starts)."""
+    logged = fake.requests()
+    return bool(logged) and logged[-1]["deltas_sent"] is not None
+
+
 def upstream_outcome(fake: FakeAnthropicServer) -> str | None:
     logged = fake.requests()
     return logged[-1]["stream_outcome"] if logged else None
@@ -128,7 +134,7 @@ def test_stop_before_claude_writes_refunds_the_credit(
     page.get_by_label("Your prompt").fill("Never mind")
     page.get_by_role("button", name="Generate", exact=True).click()
     expect(page.locator("#result .result--streaming")).to_be_visible()  # `start` arrived
-    wait_for(fake_claude.requests, "the upstream was called")
+    wait_for(lambda: upstream_streaming(fake_claude), "the upstream began its stream")
     page.get_by_role("button", name="Stop").click()
     expect(page.locator("#result .result__meta")).to_contain_text(
         "Stopped · Your credit was refunded."

@@ -16,6 +16,7 @@ from quart import Quart
 
 from aigen.app import create_app
 from aigen.core import streaming
+from aigen.core.generation import CREDIT_LIMIT_MESSAGE
 from aigen.dev.anthropic import FakeAnthropicServer
 from aigen.store.repository import User
 from aigen.web.runtime import EXTENSION_KEY
@@ -35,14 +36,6 @@ SSE = "text/event-stream"
 WAIT_SECONDS = 15.0
 
 
-@pytest.fixture
-async def live(app_settings: dict[str, str], db: asyncpg.Connection) -> AsyncIterator[Live]:
-    """The app served by hypercorn on loopback (real HTTP, real disconnects)."""
-    app = create_app(app_settings)
-    async with served(app) as base_url:
-        yield Live(app, base_url)
-
-
 class Live:
     """A served app and HTTP clients signed in to it."""
 
@@ -54,6 +47,14 @@ class Live:
         """An HTTP client carrying `user`'s sign-in cookie (no Origin: a script, as curl)."""
         cookies = {"aigen_auth": auth_cookie(self.app, user.id)}
         return httpx.AsyncClient(base_url=self.base_url, cookies=cookies, timeout=WAIT_SECONDS)
+
+
+@pytest.fixture
+async def live(app_settings: dict[str, str], db: asyncpg.Connection) -> AsyncIterator[Live]:
+    """The app served by hypercorn on loopback (real HTTP, real disconnects)."""
+    app = create_app(app_settings)
+    async with served(app) as base_url:
+        yield Live(app, base_url)
 
 
 async def read_events(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
@@ -105,6 +106,12 @@ async def upstream_outcome(fake: FakeAnthropicServer) -> dict[str, Any]:
         return logged[-1] if logged and logged[-1]["stream_outcome"] is not None else None
 
     return await eventually(check, "the upstream stream ended")
+
+
+def upstream_streaming(fake: FakeAnthropicServer) -> bool:
+    """Whether the upstream has begun sending its stream (deltas_sent is set when it starts)."""
+    logged = fake.requests()
+    return bool(logged) and logged[-1]["deltas_sent"] is not None
 
 
 async def json_answer(user_client: Any, prompt: str) -> dict[str, Any]:
@@ -296,7 +303,9 @@ async def test_disconnect_before_the_first_delta_refunds(
         async for name, data in read_events(response):
             assert name == "start"
             generation_id = data["id"]
-            await eventually(lambda: asyncio.to_thread(fake_claude.requests), "upstream called")
+            await eventually(
+                lambda: asyncio.to_thread(upstream_streaming, fake_claude), "streaming"
+            )
             break
     row = await settled_row(db, generation_id)
     upstream = await upstream_outcome(fake_claude)
@@ -401,13 +410,10 @@ async def test_parallel_streams_of_one_user_never_exceed_the_credits(
     streams = [result for result in results if result[1] == SSE]
     refused = [result for result in results if result[1] != SSE]
     assert len(streams) == limit and all(names[-1] == "done" for _, _, names in streams)
-    assert {(status, error) for status, error, _ in refused} == {(402, CREDIT_LIMIT)}
+    assert {(status, error) for status, error, _ in refused} == {(402, CREDIT_LIMIT_MESSAGE)}
     assert len(fake_claude.requests()) == limit
     assert await counts(db, burst.id) == (limit, {"succeeded": limit})
     assert await ledger_mismatches(db) == []
-
-
-CREDIT_LIMIT = "Credit limit reached. Upgrade to Pro for unlimited generations."
 
 
 async def test_no_pooled_connection_is_held_while_streaming(
