@@ -65,6 +65,8 @@ def served_app(
         "AIGEN_UPSTREAM_TIMEOUT": "5",
         "AIGEN_DEV_DEFAULTS": "",
         "PUBLIC_URL": f"http://{LOOPBACK}:{port}",
+        # Every browser test signs in (two hits each): more than the default 20/minute allows.
+        "LOGIN_RATE_LIMIT": "10000/minute",
     }
     app = create_app(environ)
     with ThreadedServer(app, port=port, name="aigen-browser-app", ready_path="/readyz") as server:
