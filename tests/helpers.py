@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import re
 import signal
@@ -261,3 +262,29 @@ async def _until_ready(served: ServeProcess) -> None:
                 pass
             await asyncio.sleep(0.1)
     raise AssertionError(f"aigen serve did not become ready:\n{served.log_tail()}")
+
+
+async def ledger_mismatches(conn: asyncpg.Connection) -> list[tuple[int, int, int]]:
+    """(user id, credits_used, charged rows) of every user whose counter disagrees with the rows.
+
+    The rule of `aigen doctor` (repository.select_ledger); empty when the ledger holds.
+    """
+    ledger = await repository.select_ledger(conn)
+    return [(entry.user_id, entry.credits_used, entry.charged) for entry in ledger.mismatches]
+
+
+def parse_sse(body: str) -> list[tuple[str, Any]]:
+    """The events of a text/event-stream body as (name, data); a comment is ("comment", text)."""
+    events: list[tuple[str, Any]] = []
+    for block in body.split("\n\n"):
+        name, data = "message", None
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                events.append(("comment", line[1:].strip()))
+            elif line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                data = json.loads(line.removeprefix("data: "))
+        if data is not None:
+            events.append((name, data))
+    return events

@@ -27,6 +27,7 @@ from aigen.config import (
     load_settings,
 )
 from aigen.core.generation import GenerationService, sweep_forever
+from aigen.core.streaming import StreamingService
 from aigen.core.verification import VerificationService
 from aigen.logs import configure_logging
 from aigen.paths import STATIC_DIR, TEMPLATES_DIR
@@ -197,6 +198,7 @@ async def _start() -> None:
     runtime.generations = GenerationService(
         runtime.pool, runtime.claude, limiter=runtime.limiter, rate_limit=settings.rate_limit
     )
+    runtime.streaming = StreamingService(runtime.generations)
     runtime.verification = VerificationService(
         runtime.pool,
         runtime.mailer,
@@ -252,6 +254,10 @@ async def _stop() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     # Each service is unset when _start failed before creating it.
+    streaming: StreamingService | None = getattr(runtime, "streaming", None)
+    if streaming is not None:
+        # Streams are bounded by the upstream timeout too; what is left is stored as cancelled.
+        await streaming.drain(runtime.settings.upstream_timeout + DRAIN_MARGIN)
     generations: GenerationService | None = getattr(runtime, "generations", None)
     if generations is not None:
         # A call is bounded by the upstream timeout: wait that long, then cancel and refund.

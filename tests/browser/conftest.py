@@ -201,6 +201,12 @@ def page(browser, served_app: ThreadedServer, clean_db: str) -> Iterator[object]
     assert problems.seen == []
 
 
+def shot(page: Page, name: str) -> None:
+    """A full-page screenshot in screenshots/NAME.png."""
+    # Transitions (the fade-in of swapped content) are finished, not caught half-way.
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True, animations="disabled")
+
+
 def sign_in(page: Page, app_url: str, oidc: LocalOIDCProvider, sub: str, name: str = "") -> None:
     """Through the landing page and the local provider's real authorize form."""
     oidc.set_user(sub, email=f"{sub}@example.com", email_verified=True, name=name or sub.title())

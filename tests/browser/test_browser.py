@@ -10,7 +10,7 @@ from playwright.sync_api import Page, expect
 
 from aigen.core.history import HISTORY_PAGE_SIZE
 from aigen.dev.anthropic import FakeAnthropicServer
-from tests.browser.conftest import PHONE, SCREENSHOTS, open_page, run_sql, sign_in
+from tests.browser.conftest import PHONE, open_page, run_sql, shot, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -25,12 +25,6 @@ HOSTILE_ANSWER = """## Totally normal answer
 
 A **real** [docs link](https://example.com/docs).
 """
-
-
-def shot(page: Page, name: str) -> None:
-    """A full-page screenshot in screenshots/NAME.png."""
-    # Transitions (the fade-in of swapped content) are finished, not caught half-way.
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True, animations="disabled")
 
 
 def user_id(database_url: str, sub: str) -> int:

@@ -22,12 +22,13 @@ from tests.helpers import (
     make_user,
     new_api_key,
     page_csrf_token,
+    parse_sse,
     signed_in,
 )
 
 USAGE = "/api/usage"
-# The ways to call /api/generate; streaming ("stream": true) joins as a second mode.
-MODES = ["json"]
+# The ways to call /api/generate: the JSON answer, and the stream ("stream": true).
+MODES = ["json", "stream"]
 UNAUTHORIZED = {"error": "Unauthorized"}
 
 
@@ -40,7 +41,28 @@ async def generate(
         body = await response.get_json()
         assert isinstance(body, dict)
         return response.status_code, body
+    if mode == "stream":
+        payload = {"prompt": prompt, "stream": True}
+        response = await client.post(GENERATE, json=payload, headers=headers or {})
+        if response.mimetype != "text/event-stream":  # refused before the stream: plain JSON
+            refusal = await response.get_json()
+            assert isinstance(refusal, dict)
+            return response.status_code, refusal
+        return response.status_code, streamed_answer(await response.get_data(as_text=True))
     raise AssertionError(f"unknown mode {mode}")
+
+
+def streamed_answer(body: str) -> dict[str, Any]:
+    """The JSON answer's fields, put together from a stream's events (or its error event's)."""
+    events = parse_sse(body)
+    names = [name for name, _ in events if name != "comment"]
+    assert names[0] == "start" and names[-1] in ("done", "error"), names
+    if names[-1] == "error":  # the stream began (200) and Claude failed: {"error", "retryable"}
+        error: dict[str, Any] = events[-1][1]
+        return error
+    done = events[-1][1]
+    text = "".join(data["text"] for name, data in events if name == "delta")
+    return {"id": done["id"], "result": text, "usage": done["usage"], "credits": done["credits"]}
 
 
 async def generations(db) -> list[tuple[int, int | None]]:
@@ -104,7 +126,8 @@ async def test_a_failed_call_through_a_key_is_refunded(
     key = await new_api_key(app, user.id)
     fake_claude.set_scenario([{"type": "fail", "status": 400}])
     status, body = await generate(app.test_client(), "fail", mode, bearer(key["key"]))
-    assert status == 502 and body["retryable"] is False
+    # A stream has begun (200) when Claude refuses: its error event says so instead.
+    assert status == (502 if mode == "json" else 200) and body["retryable"] is False
     assert await counts(db, user.id) == (0, {"failed": 1})
     assert await generations(db) == [(user.id, key["id"])]
 

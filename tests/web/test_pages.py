@@ -148,16 +148,18 @@ async def test_signed_out_htmx_post_is_redirected_not_run(client, db, fake_claud
 # --- generate ------------------------------------------------------------------------------------
 
 
-async def test_generate_page_has_a_labelled_htmx_prompt_form(user_client) -> None:
+async def test_generate_page_has_a_labelled_streaming_prompt_form(user_client) -> None:
     html = await text_of(await user_client.get("/generate"))
     assert '<label for="prompt">Your prompt</label>' in html
     textarea = matched(r"<textarea[^>]*>", html).group(0)
     assert 'id="prompt"' in textarea and 'name="prompt"' in textarea
     assert "required" in textarea and "data-submit-on-ctrl-enter" in textarea
     form = matched(r"<form class=\"card\"[^>]*>", html).group(0)
-    assert 'hx-post="/generate"' in form and 'hx-target="#result"' in form
-    assert 'hx-indicator="#generate-button"' in form
-    assert 'hx-disabled-elt="find button[type=submit]"' in form
+    # aigen.js streams into #result; without JavaScript the form posts the whole page.
+    assert 'method="post" action="/generate"' in form and 'data-stream-into="result"' in form
+    assert '<button class="button button--secondary" type="button" id="stop-button" hidden>' in html
+    for script in ("markdown-it-15.0.3.min.js", "purify-3.5.0.min.js", "aigen.js"):
+        assert f'src="/static/{script}" defer' in html
     button = matched(r'<button [^>]*id="generate-button">(.*?)</button>', html, re.S).group(1)
     assert '<span class="button__label">Generate</span>' in button
     assert re.search(r'<span class="htmx-indicator" id="generating">.*Generating…</span>', button)

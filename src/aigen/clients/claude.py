@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anthropic
 import httpx2
+from anthropic.lib.streaming import AsyncMessageStream, AsyncMessageStreamManager
 from anthropic.types import Message
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,20 @@ class Completion:
     output_tokens: int
     stop_reason: str | None
 
+
+# An error event inside a stream arrives on a 200 response: its type says what the status was.
+STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
 
 TIMEOUT = "timeout"
 UNAVAILABLE = "unavailable"
@@ -86,9 +103,100 @@ class ClaudeClient:
             raise upstream_error(error) from error
         return completion_from(message)
 
+    def stream(self, prompt: str) -> AnswerStream:
+        """Stream the answer to one user prompt (use with `async with`, then `async for`)."""
+
+        def open_stream() -> AsyncMessageStreamManager[Any]:
+            return self._sdk.messages.stream(
+                model=self.model,
+                max_tokens=self.max_tokens,
+                messages=[{"role": "user", "content": prompt}],
+            )
+
+        return AnswerStream(open_stream, self.timeout)
+
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
         await self._sdk.close()
+
+
+class AnswerStream:
+    """One streamed answer: `async for text in answer` gives its text deltas as they arrive.
+
+    What arrived so far stays readable when the stream breaks off (`text`, `usage()`). Leaving
+    the `async with` closes the HTTP response, so the upstream sees the connection end at once.
+    Every failure is an UpstreamError; the whole stream is bounded by the client's timeout.
+    """
+
+    def __init__(
+        self, open_stream: Callable[[], AsyncMessageStreamManager[Any]], timeout: float
+    ) -> None:
+        # The request is made on entering: a stream given up before that never calls Claude.
+        self._open_stream = open_stream
+        self._manager: AsyncMessageStreamManager[Any] | None = None
+        self._timeout = timeout
+        self._deadline = 0.0
+        self._stream: AsyncMessageStream[Any] | None = None
+        self._started = False  # message_start arrived: the usage snapshot exists
+        self.parts: list[str] = []
+
+    async def __aenter__(self) -> AnswerStream:
+        self._deadline = asyncio.get_running_loop().time() + self._timeout
+        self._manager = self._open_stream()
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                self._stream = await self._manager.__aenter__()
+        except Exception as error:
+            raise upstream_error(error) from error
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._manager is not None:
+            await self._manager.__aexit__(None, None, None)
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._text_deltas()
+
+    async def _text_deltas(self) -> AsyncIterator[str]:
+        if self._stream is None:
+            raise RuntimeError("AnswerStream is iterated outside `async with`")
+        while True:
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    event = await anext(self._stream)
+            except StopAsyncIteration:
+                return
+            except Exception as error:
+                raise upstream_error(error) from error
+            if event.type == "message_start":
+                self._started = True
+            elif event.type == "text" and event.text:
+                # PostgreSQL text cannot hold NUL (as in completion_from).
+                text = event.text.replace("\x00", "\ufffd")
+                self.parts.append(text)
+                yield text
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return "".join(self.parts)
+
+    def usage(self) -> tuple[int | None, int | None]:
+        """Input and output tokens the upstream reported so far (None before it said any)."""
+        if self._stream is None or not self._started:
+            return None, None
+        usage = self._stream.current_message_snapshot.usage
+        return usage.input_tokens, usage.output_tokens
+
+    async def completion(self) -> Completion:
+        """The whole answer once the deltas are exhausted, validated as complete() does."""
+        if self._stream is None:
+            raise RuntimeError("AnswerStream.completion() is called outside `async with`")
+        try:
+            message = await self._stream.get_final_message()
+        except Exception as error:
+            raise upstream_error(error) from error
+        return completion_from(message)
 
 
 def completion_from(message: object) -> Completion:
@@ -119,12 +227,21 @@ def upstream_error(error: BaseException) -> UpstreamError:
         return UpstreamError(TIMEOUT, "Claude did not answer in time.", retryable=True)
     if isinstance(error, anthropic.APIConnectionError | httpx2.TransportError):
         return UpstreamError(UNAVAILABLE, "Claude is unreachable right now.", retryable=True)
+    if isinstance(error, anthropic.APIStatusError) and error.status_code < 400:
+        return _status_error(_stream_error_status(error.body))
     if isinstance(error, anthropic.APIStatusError):
         return _status_error(error.status_code)
     if isinstance(error, ValueError):
         # The SDK does not wrap a 200 whose JSON body is cut short (json.JSONDecodeError).
         return UpstreamError(BAD_ANSWER, "Claude returned a malformed answer.", retryable=True)
     return UpstreamError(BAD_ANSWER, "Claude returned an unexpected answer.", retryable=False)
+
+
+def _stream_error_status(body: object) -> int:
+    """The status an error event of a stream stands for (an unknown type counts as a 500)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    return STREAM_ERROR_STATUS.get(kind, 500) if isinstance(kind, str) else 500
 
 
 def _status_error(status: int) -> UpstreamError:

@@ -347,6 +347,40 @@ async def update_generation_failed(
     return _generation(row)
 
 
+async def update_generation_stopped(
+    conn: asyncpg.Connection,
+    user_id: int,
+    generation_id: int,
+    *,
+    status: str,
+    result: str | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    error: str,
+) -> Generation | None:
+    """Finalize a pending stream that ended early ('failed' or 'cancelled') with what it produced.
+
+    None if the generation is no longer pending.
+    """
+    row = await conn.fetchrow(
+        f"""
+        UPDATE generations
+        SET status = $3, result = $4, input_tokens = $5, output_tokens = $6, error = $7,
+            completed_at = now()
+        WHERE id = $2 AND user_id = $1 AND status = 'pending'
+        RETURNING {GENERATION_COLUMNS}
+        """,
+        user_id,
+        generation_id,
+        status,
+        result,
+        input_tokens,
+        output_tokens,
+        error,
+    )
+    return _generation(row)
+
+
 async def select_generation(
     conn: asyncpg.Connection, user_id: int, generation_id: int
 ) -> Generation | None:
@@ -438,17 +472,19 @@ async def select_ledger(conn: asyncpg.Connection) -> Ledger:
     """Every user's credits_used checked against the generations that hold a charge.
 
     The ledger rule, written here and nowhere else: a generation holds a charge while it is
-    'pending' and once it 'succeeded'; a 'failed' one was refunded. credits_used counts the
-    user's current credit period only, so it must equal the pending plus succeeded generations
-    charged to that period (a generation without one counts as the current period's, as its
-    refund does).
+    'pending', once it 'succeeded', and when a stream that produced output ended early
+    ('cancelled' or 'failed' with its partial text); a refunded one has no result. credits_used
+    counts the user's current credit period only, so it must equal the generations holding a
+    charge in that period (one without a period counts as the current one's, as its refund
+    does).
     """
     rows = await conn.fetch(
         """
         WITH per_user AS (
             SELECT u.id, u.email, u.credits_used,
                    count(g.id) FILTER (
-                       WHERE g.status IN ('pending', 'succeeded')
+                       WHERE (g.status IN ('pending', 'succeeded')
+                              OR (g.status IN ('cancelled', 'failed') AND g.result IS NOT NULL))
                          AND coalesce(g.credit_period, u.period_start) = u.period_start
                    )::integer AS charged
             FROM users u LEFT JOIN generations g ON g.user_id = u.id

@@ -5,12 +5,14 @@ from __future__ import annotations
 from quart import Blueprint, Response, jsonify, request
 
 from aigen.core.generation import validate_prompt
+from aigen.core.streaming import wants_stream
 from aigen.core.usage import usage_report
 from aigen.web.bearer import accepts_api_key, api_caller, api_user
 from aigen.web.errors import APIError
 from aigen.web.openapi import GENERATE_RESPONSES, USAGE_RESPONSES, GenerateRequest, documented
 from aigen.web.rate_limits import remember
 from aigen.web.runtime import runtime
+from aigen.web.streaming import accepts_event_stream, event_stream_response
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -36,9 +38,16 @@ async def json_body() -> object:
 @documented(GENERATE_RESPONSES, request=GenerateRequest)
 @accepts_api_key
 async def generate() -> Response:
-    """Generate an answer to a prompt, charging one credit."""
+    """Generate an answer to a prompt, charging one credit; streamed as SSE when asked."""
     caller = await api_caller()
-    prompt = validate_prompt(await json_body(), runtime().settings.max_prompt_chars)
+    body = await json_body()
+    prompt = validate_prompt(body, runtime().settings.max_prompt_chars)
+    if wants_stream(body, accepts_event_stream()):
+        stream = await runtime().streaming.open(
+            caller.user_id, prompt, api_key_id=caller.api_key_id
+        )
+        remember(stream.rate_limit)
+        return event_stream_response(stream)
     outcome = await runtime().generations.generate(
         caller.user_id, prompt, api_key_id=caller.api_key_id
     )

@@ -1,8 +1,11 @@
-"""The generate page: a prompt box whose htmx form swaps one partial into the result region.
+"""The generate page: a prompt box whose answer streams into the result region.
 
-The POST shares GenerationService with the JSON API, so the credit rules exist once. It answers
-200 with the partial whatever happened (htmx 2 swaps only 2xx) and HX-Trigger: credits-changed,
-which the usage card listens for.
+The POST shares GenerationService with the JSON API, so the credit rules exist once. Asked for
+text/event-stream (static/aigen.js does), it streams the answer's events as the API does, and
+answers a refusal with the partial that explains it (200, the status in X-Aigen-Status). An htmx
+request gets the partial of the finished answer, 200 whatever happened (htmx 2 swaps only 2xx),
+with HX-Trigger: credits-changed, which the usage card listens for. Without JavaScript the form
+posts normally and gets the whole page.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from aigen.web.current_user import is_htmx, login_required, signed_in_user, sign
 from aigen.web.errors import APIError, api_error_from
 from aigen.web.rate_limits import remember
 from aigen.web.runtime import runtime
+from aigen.web.streaming import accepts_event_stream, event_stream_response
 
 blueprint = Blueprint("generate", __name__)
 
@@ -45,16 +49,15 @@ async def page() -> str:
 async def generate() -> Response:
     """Run one generation through the shared service and answer with the partial to swap in."""
     prompt = (await request.form).get("prompt", "")
+    if accepts_event_stream():
+        return await _stream(prompt)
     attempted = False
     try:
         valid_prompt = validate_prompt({"prompt": prompt}, runtime().settings.max_prompt_chars)
         attempted = True
         outcome = await runtime().generations.generate(signed_in_user_id(), valid_prompt)
     except DomainError as error:
-        remember(error.rate_limit)
-        api_error = api_error_from(error)
-        template, context = await _error_partial(api_error, error)
-        status = api_error.status
+        template, context, status = await _refusal(error)
     else:
         remember(outcome.rate_limit)
         template, context = "generate/_result.html", _result_context(outcome)
@@ -69,6 +72,28 @@ async def generate() -> Response:
     if attempted:
         response.headers["HX-Trigger"] = CREDITS_CHANGED
     return response
+
+
+async def _stream(prompt: str) -> Response:
+    """The answer as server-sent events, or the partial explaining why it was refused."""
+    try:
+        valid_prompt = validate_prompt({"prompt": prompt}, runtime().settings.max_prompt_chars)
+        stream = await runtime().streaming.open(signed_in_user_id(), valid_prompt)
+    except DomainError as error:
+        template, context, status = await _refusal(error)
+        response = Response(await render_template(template, swap_nav=True, **context))
+        response.headers["X-Aigen-Status"] = str(status)
+        return response
+    remember(stream.rate_limit)
+    return event_stream_response(stream)
+
+
+async def _refusal(error: DomainError) -> tuple[str, dict[str, object], int]:
+    """The partial that explains a refusal, its context and the status it stands for."""
+    remember(error.rate_limit)
+    api_error = api_error_from(error)
+    template, context = await _error_partial(api_error, error)
+    return template, context, api_error.status
 
 
 async def _render_page(**context: object) -> str:

@@ -40,7 +40,9 @@ async def dashboard() -> str:
 @login_required
 async def usage() -> str:
     """The usage card alone: polled every 30 s and refreshed after each generation."""
-    return await render_template("dashboard/_usage.html", user=await signed_in_user())
+    return await render_template(
+        "dashboard/_usage.html", user=await signed_in_user(), swap_nav=True
+    )
 
 
 @blueprint.get("/history")

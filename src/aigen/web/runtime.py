@@ -15,6 +15,7 @@ from aigen.clients.stripe import PriceCache, StripeBilling
 from aigen.config import Settings
 from aigen.core.generation import GenerationService
 from aigen.core.limits import Limiter
+from aigen.core.streaming import StreamingService
 from aigen.core.verification import VerificationService
 from aigen.store.pool import Pool
 
@@ -33,6 +34,7 @@ class Runtime:
     pool: Pool = field(init=False)
     claude: ClaudeClient = field(init=False)
     generations: GenerationService = field(init=False)
+    streaming: StreamingService = field(init=False)
     verification: VerificationService = field(init=False)
     oidc: OIDCClient = field(init=False)
     limiter: Limiter = field(init=False)
