@@ -73,7 +73,7 @@ async def free_burst(ctx: Context) -> None:
         "host": HOST,
         "port": int(ctx.app.url.rsplit(":", 1)[1]),
         "path": "/api/generate",
-        "requests": [{"cookie": cookie, "body": body}] * ctx.mode.burst,
+        "requests": [{"headers": {"Cookie": cookie}, "body": body}] * ctx.mode.burst,
         "timeout": BURST_TIMEOUT,
     }
     outcome = await drive(spec)

@@ -49,7 +49,7 @@ QUICK = Mode(
     held_upstream=3.0,
     held_ramp=1.0,
     profile_seconds=5,
-    health_rounds=1,
+    health_rounds=2,
 )
 FULL = Mode(
     "full",
@@ -59,7 +59,7 @@ FULL = Mode(
     held_upstream=20.0,
     held_ramp=5.0,
     profile_seconds=15,
-    health_rounds=2,
+    health_rounds=3,
 )
 
 

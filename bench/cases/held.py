@@ -38,7 +38,7 @@ def held_spec(ctx: Context, port: int) -> dict[str, Any]:
     prompt = delayed_prompt(ctx.mode.held_upstream)
     requests = [
         {
-            "cookie": ctx.cookies[ctx.users[index % len(ctx.users)]],
+            "headers": {"Cookie": ctx.cookies[ctx.users[index % len(ctx.users)]]},
             "body": ctx.generate_body(f"{prompt} #{index}"),
         }
         for index in range(count)

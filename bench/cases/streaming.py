@@ -34,7 +34,7 @@ def spec(ctx: Context, prompts: list[str]) -> dict[str, Any]:
     assert ctx.app is not None
     users = ctx.users[: len(prompts)]
     requests = [
-        {"cookie": ctx.cookies[user], "body": ctx.generate_body(prompt, stream=True)}
+        {"headers": {"Cookie": ctx.cookies[user]}, "body": ctx.generate_body(prompt, stream=True)}
         for user, prompt in zip(users, prompts, strict=True)
     ]
     port = int(ctx.app.url.rsplit(":", 1)[1])

@@ -12,6 +12,7 @@ from pathlib import Path
 from bench.cases.context import JSON_HEADER, Context
 from bench.harness.pgbench import CLIENTS, PgbenchResult, run_pgbench, write_script
 from bench.harness.report import Row, number, percent, verdict
+from bench.harness.sampling import cpu_split, split_text
 from bench.harness.services import Service
 from bench.harness.stats import ratio
 from bench.harness.wrk import WrkResult, run_wrk
@@ -52,12 +53,13 @@ async def run(ctx: Context) -> None:
     assert ctx.app is not None
     database = await ceiling(ctx, ctx.database_url)
     cookies = ctx.cookie_file("cookies.txt", ctx.users)
-    app = await load_generations(
+    load = load_generations(
         ctx, ctx.app, ctx.mode.seconds, cookies, ctx.mode.throughput_connections
     )
+    app, split = await cpu_split(ctx.app.worker_pids(), load)
     share = ratio(app.ok_rate, database.tps)
     ctx.results["1_throughput"] = {
-        "app": app.to_json(),
+        "app": {**app.to_json(), "worker_cpu_s": split},
         "pgbench": database.to_json(),
         "share_of_ceiling": share,
     }
@@ -77,6 +79,6 @@ async def run(ctx: Context) -> None:
             "latency under that load",
             f"p50 {number(app.latency_ms['p50_ms'], 'ms')}, "
             f"p99 {number(app.latency_ms['p99_ms'], 'ms')}",
-            f"errors {app.errors or 'none'}",
+            f"errors {app.errors or 'none'}; {split_text(split)}",
         ),
     )

@@ -5,7 +5,7 @@
 wrk keeps connections busy for a duration; the held-in-flight, burst and streaming cases need
 instead a fixed number of requests all in flight together and the outcome of each one. This is
 a small HTTP/1.1 client on asyncio streams (no HTTP library: it must stay cheap at thousands of
-connections). The spec: {"host", "port", "path", "requests": [{"cookie", "body"}],
+connections). The spec: {"host", "port", "path", "requests": [{"headers", "body"}],
 "ramp_seconds", "timeout", "keep_chunks"}. Request i starts at i * ramp_seconds / N; each
 result has its status, seconds, error, content type and, with keep_chunks, the monotonic time
 and text of its first body chunks (the streaming case compares them with the upstream's).
@@ -54,14 +54,13 @@ class InFlight:
         self.now -= 1
 
 
-def encode_request(host: str, port: int, path: str, cookie: str, body: str) -> bytes:
+def encode_request(host: str, port: int, path: str, headers: dict[str, str], body: str) -> bytes:
     """A POST with a JSON body that asks the server to close the connection afterwards."""
     payload = body.encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + payload
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines += [f"Content-Length: {len(payload)}", "Connection: close", "", ""]
+    return "\r\n".join(lines).encode("latin-1") + payload
 
 
 def parse_head(head: bytes) -> tuple[int, str]:
@@ -98,7 +97,9 @@ async def one(spec: dict[str, Any], index: int, start_at: float, flight: InFligh
     """Request `index` of the spec, started at its slot of the ramp."""
     await asyncio.sleep(max(start_at - time.monotonic(), 0))
     item = spec["requests"][index]
-    raw = encode_request(spec["host"], spec["port"], spec["path"], item["cookie"], item["body"])
+    raw = encode_request(
+        spec["host"], spec["port"], spec["path"], item.get("headers", {}), item["body"]
+    )
     outcome = Outcome(started=time.monotonic())
     try:
         async with asyncio.timeout(spec["timeout"]):

@@ -7,11 +7,13 @@ import contextlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 
 INTERVAL = 0.1
 PAGE_KB = 1024
+T = TypeVar("T")
 
 
 class PeakSampler:
@@ -83,3 +85,19 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_split(pids: Sequence[int], work: Awaitable[T]) -> tuple[T, list[float]]:
+    """Await `work`; return its result and the CPU seconds each of `pids` used meanwhile."""
+    before = [cpu_seconds(pid) for pid in pids]
+    result = await work
+    used = [round(cpu_seconds(pid) - spent, 2) for pid, spent in zip(pids, before, strict=True)]
+    return result, used
+
+
+def split_text(used: Sequence[float]) -> str:
+    """'workers' CPU 97 % / 3 %': how evenly the workers shared the load."""
+    total = sum(used)
+    if not total:
+        return "workers' CPU unknown"
+    return "workers' CPU " + " / ".join(f"{part / total:.0%}" for part in used)
