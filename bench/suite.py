@@ -23,8 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
+import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -192,6 +195,7 @@ async def run_case(ctx: Context, name: str, case: Case) -> None:
         await case(ctx)
     except Exception as error:  # noqa: BLE001 - one broken case must not hide the others
         print(f"  case {name} failed: {type(error).__name__}: {error}", flush=True)
+        traceback.print_exc(file=sys.stdout)
         ctx.results.setdefault("failures", {})[name] = f"{type(error).__name__}: {error}"
     print(f"  ({time.monotonic() - began:.0f} s)", flush=True)
 
@@ -207,6 +211,7 @@ async def suite(args: argparse.Namespace) -> int:
         ctx = await prepare(mode, Path(tmp), stack, tools, args.log_level)
         facts["postgresql"] = await server_version(ctx.database_url)
         await run_cases(ctx, cases)
+        keep_logs(ctx.folder, BENCH_DIR / "logs")
     facts["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
     results = {"timestamp": timestamp(), "mode": mode.name, "load_generators": LOAD_GENERATORS}
     results |= {"machine": facts, "cases": ctx.results}
@@ -215,6 +220,14 @@ async def suite(args: argparse.Namespace) -> int:
     write_results(BENCH_DIR, results, ctx.rows, table)
     print("\n" + table)
     return 0
+
+
+def keep_logs(folder: Path, logs: Path) -> None:
+    """Copy the processes' logs out of the run's temporary folder (bench/logs, not committed)."""
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir()
+    for log in folder.glob("*.log"):
+        shutil.copy(log, logs / log.name)
 
 
 def table_header(mode: Mode, facts: dict[str, object]) -> str:

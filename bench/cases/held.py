@@ -3,8 +3,8 @@
 One worker, DB_POOL_MAX=10, an upstream taking mode.held_upstream seconds (20 in full mode),
 mode.held generations (5,000 in full mode) from as many users, started over mode.held_ramp
 seconds so the listen backlog is not what is measured. Sampled beside the load: connections to
-the database (pg_stat_activity) and the worker's RSS (/proc). From the upstream's request log:
-how many upstream calls were in flight at once.
+the database (pg_stat_activity) and the worker's RSS (/proc). From the upstream itself: how many
+calls it was answering at once.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 
 import asyncpg
 
-from aigen.dev.anthropic import FakeAnthropicAdmin
 from bench.cases.context import Context
 from bench.cases.overhead import delayed_prompt
 from bench.harness.app import start_app
@@ -25,6 +24,7 @@ from bench.harness.report import Row, number, verdict
 from bench.harness.sampling import PeakSampler, connections_of, rss_of
 from bench.harness.services import HOST
 from bench.harness.stats import latency_summary
+from bench.harness.upstream import IN_FLIGHT_PATH, upstream_call
 
 POOL = 10
 RSS_LIMIT_MB = 250.0
@@ -53,20 +53,8 @@ def held_spec(ctx: Context, port: int) -> dict[str, Any]:
     }
 
 
-def upstream_peak(entries: list[dict[str, Any]], seconds: float) -> int:
-    """Most upstream calls in flight at once, each lasting `seconds` from its arrival."""
-    arrivals = sorted(entry["time"] for entry in entries)
-    peak, first = 0, 0
-    for index, arrival in enumerate(arrivals):
-        while arrivals[first] <= arrival - seconds:
-            first += 1
-        peak = max(peak, index - first + 1)
-    return peak
-
-
 async def run(ctx: Context) -> None:
     """Case 4, with an app of its own (one worker)."""
-    admin = FakeAnthropicAdmin(ctx.upstream.url)
     with ExitStack() as stack:
         app = start_app(
             stack,
@@ -75,7 +63,7 @@ async def run(ctx: Context) -> None:
             log_dir=ctx.folder,
             name="app-held",
         )
-        admin.clear_requests()
+        upstream_call(ctx.upstream.url, IN_FLIGHT_PATH, "DELETE")
         worker = app.worker_pids()
         sampler_conn = await asyncpg.connect(ctx.admin_url)
         try:
@@ -86,7 +74,7 @@ async def run(ctx: Context) -> None:
                 outcome = await drive(held_spec(ctx, int(app.url.rsplit(":", 1)[1])))
         finally:
             await sampler_conn.close()
-        upstream_calls = upstream_peak(admin.requests(), ctx.mode.held_upstream)
+        upstream_calls = upstream_call(ctx.upstream.url, IN_FLIGHT_PATH)["peak"]
     report(ctx, outcome, connections, rss, upstream_calls)
 
 

@@ -37,14 +37,16 @@ async def record_workers(ctx: Context) -> None:
     cookies = ctx.cookie_file("cookies.txt", ctx.users)
     seconds, connections = ctx.mode.profile_seconds, ctx.mode.throughput_connections
     await load_generations(ctx, ctx.app, ctx.mode.warmup, cookies, connections, warm_up=False)
-    cpu_before = sum(cpu_seconds(pid) for pid in workers)
+    cpu_before = [cpu_seconds(pid) for pid in workers]
     load = asyncio.create_task(
         load_generations(ctx, ctx.app, seconds + 2 * SETTLE, cookies, connections, warm_up=False)
     )
     await asyncio.sleep(SETTLE)
-    said = await record(ctx.tools.py_spy, workers[0], seconds, output)
+    # The connections may all sit on one worker (they share one listening socket): profile it.
+    busiest = max(workers, key=lambda pid: cpu_seconds(pid) - cpu_before[workers.index(pid)])
+    said = await record(ctx.tools.py_spy, busiest, seconds, output)
     result = await load
-    cpu = sum(cpu_seconds(pid) for pid in workers) - cpu_before
+    cpu = sum(cpu_seconds(pid) for pid in workers) - sum(cpu_before)
     generations = result.requests - result.errors.get("status", 0)
     per_generation = cpu / generations * 1000 if generations else None
     summary = summarise(read_collapsed(output)) if output.exists() else {"error": said}

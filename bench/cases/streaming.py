@@ -14,7 +14,6 @@ Until `POST /api/generate` with {"stream": true} answers text/event-stream, this
 from __future__ import annotations
 
 import json
-import urllib.request
 from typing import Any
 
 from bench.cases.context import Context
@@ -22,7 +21,7 @@ from bench.harness.client import drive
 from bench.harness.report import Row, number
 from bench.harness.services import HOST
 from bench.harness.stats import latency_summary
-from bench.harness.upstream import STAMPS_PATH
+from bench.harness.upstream import STAMPS_PATH, upstream_call
 
 EVENT_STREAM = "text/event-stream"
 KEEP_CHUNKS = 64
@@ -48,13 +47,6 @@ def spec(ctx: Context, prompts: list[str]) -> dict[str, Any]:
     }
 
 
-def upstream_stamps(ctx: Context, method: str = "GET") -> dict[str, list[Any]]:
-    """{prompt: [monotonic time, first delta text]} from the stamping upstream."""
-    call = urllib.request.Request(ctx.upstream.url + STAMPS_PATH, method=method)
-    with urllib.request.urlopen(call, timeout=10) as response:
-        return json.load(response)
-
-
 def first_text_at(chunks: list[list[Any]], text: str) -> tuple[float | None, bool]:
     """When the chunk carrying `text` arrived; (time, True) if found by the data: fallback."""
     escaped = json.dumps(text)[1:-1]
@@ -75,10 +67,10 @@ async def run(ctx: Context) -> None:
         ctx.results["5_streaming"] = {"available": False, "app_answered": content_type}
         ctx.add(Row("5 streaming", "time to first byte", "not available", f"app: {content_type}"))
         return
-    upstream_stamps(ctx, "DELETE")
+    upstream_call(ctx.upstream.url, STAMPS_PATH, "DELETE")
     prompts = [f"Bench stream {number} of {ctx.mode.streams}" for number in range(ctx.mode.streams)]
     outcome = await drive(spec(ctx, prompts))
-    stamps = upstream_stamps(ctx)
+    stamps: dict[str, list[Any]] = upstream_call(ctx.upstream.url, STAMPS_PATH)
     overheads, fallbacks, unmatched = [], 0, 0
     for prompt, result in zip(prompts, outcome["results"], strict=True):
         stamp = stamps.get(prompt)

@@ -3,11 +3,16 @@
     python -m bench.harness.upstream --port P [--latency-ms 0] [--chunk-delay-ms 20]
 
 It is the development stand-in (`aigen.dev.anthropic`) unchanged, wrapped in an ASGI layer
-that records, for every streamed answer, the monotonic time (system-wide on Linux, so
-comparable with the load generator's) at which its first `content_block_delta` was handed to
-the server, keyed by the prompt. `GET /_bench/first-deltas` returns
-`{prompt: [time, text of the delta]}`; `DELETE` forgets them. Non-streaming calls pass through.
-Latency per call comes from the stand-in's own prompt directive `[fake:delay=SECONDS]`.
+that records two things:
+
+- for every streamed answer, the monotonic time (system-wide on Linux, so comparable with the
+  load generator's) at which its first `content_block_delta` was handed to the server, keyed
+  by the prompt: `GET /_bench/first-deltas` returns `{prompt: [time, text of the delta]}`;
+- how many /v1/messages calls are being answered now and at most since the last reset:
+  `GET /_bench/in-flight` returns `{"now": n, "peak": n}`.
+
+`DELETE` on either resets it. Latency per call comes from the stand-in's own prompt directive
+`[fake:delay=SECONDS]`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import json
 import signal
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,6 +31,7 @@ from typing import Any
 from bench.harness.services import HOST, Service, free_port, python_command, start
 
 STAMPS_PATH = "/_bench/first-deltas"
+IN_FLIGHT_PATH = "/_bench/in-flight"
 DELTA_EVENT = b"content_block_delta"
 DEFAULT_CHUNK_DELAY_MS = 20  # the stand-in's own command-line default
 
@@ -57,20 +64,37 @@ def delta_text(chunk: bytes) -> str:
     return ""
 
 
-class FirstDeltaStamps:
-    """ASGI middleware recording when each streamed answer's first text delta was sent."""
+class UpstreamRecorder:
+    """ASGI middleware recording first-delta times of streamed answers and calls in flight."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.stamps: dict[str, tuple[float, str]] = {}
+        self.in_flight = 0
+        self.peak = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == STAMPS_PATH:
-            await self._answer_stamps(scope, send)
-        elif scope["type"] == "http" and scope["path"] == "/v1/messages":
-            await self._stamped_call(scope, receive, send)
+        path = scope["path"] if scope["type"] == "http" else None
+        if path == STAMPS_PATH:
+            if scope["method"] == "DELETE":
+                self.stamps.clear()
+            await answer_json(send, self.stamps)
+        elif path == IN_FLIGHT_PATH:
+            if scope["method"] == "DELETE":
+                self.peak = self.in_flight
+            await answer_json(send, {"now": self.in_flight, "peak": self.peak})
+        elif path == "/v1/messages":
+            await self._counted_call(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    async def _counted_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await self._stamped_call(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
     async def _stamped_call(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = bytearray()
@@ -92,13 +116,19 @@ class FirstDeltaStamps:
 
         await self.app(scope, receive_body, send_stamping)
 
-    async def _answer_stamps(self, scope: Scope, send: Send) -> None:
-        if scope["method"] == "DELETE":
-            self.stamps.clear()
-        payload = json.dumps(self.stamps).encode()
-        headers = [(b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+
+async def answer_json(send: Send, data: object) -> None:
+    """A 200 JSON answer, straight in ASGI."""
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": json.dumps(data).encode()})
+
+
+def upstream_call(url: str, path: str, method: str = "GET") -> Any:
+    """GET (or DELETE) one of the recorder's endpoints."""
+    request = urllib.request.Request(url + path, method=method)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
 
 
 def start_upstream(
@@ -134,7 +164,7 @@ async def serve(port: int, chunk_delay_ms: int) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    app = FirstDeltaStamps(fake)
+    app = UpstreamRecorder(fake)
     await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
 

@@ -1,4 +1,4 @@
-"""The exact-count load client and the stamping stand-in, over real sockets."""
+"""The exact-count load client and the recording stand-in, over real sockets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from bench.cases.streaming import first_text_at
 from bench.harness.client import encode_request, parse_head, run
-from bench.harness.upstream import FirstDeltaStamps
+from bench.harness.upstream import UpstreamRecorder
 
 from aigen.dev.anthropic import compose_reply, create_fake_anthropic_app
 from aigen.dev.oidc_provider import find_free_port
@@ -26,9 +26,9 @@ def message(prompt: str, *, stream: bool) -> str:
 
 
 @pytest.fixture
-async def stamped() -> AsyncIterator[tuple[FirstDeltaStamps, int]]:
+async def stamped() -> AsyncIterator[tuple[UpstreamRecorder, int]]:
     """The stand-in wrapped in the stamping middleware, served on a free port."""
-    middleware = FirstDeltaStamps(create_fake_anthropic_app(chunk_delay_ms=5))
+    middleware = UpstreamRecorder(create_fake_anthropic_app(chunk_delay_ms=5))
     async with served(middleware) as base_url:  # type: ignore[arg-type]
         yield middleware, int(base_url.rsplit(":", 1)[1])
 
