@@ -45,7 +45,12 @@ from bench.cases import (
 )
 from bench.cases.context import FULL, QUICK, Context, Mode, Tools
 from bench.harness.app import AppSettings, sign_in_cookies, start_app
-from bench.harness.database import fresh_database, seed_users, server_version
+from bench.harness.database import (
+    fresh_database,
+    generation_statuses,
+    seed_users,
+    server_version,
+)
 from bench.harness.report import machine_facts, markdown_table, timestamp, write_results
 from bench.harness.tools import ensure_program, venv_program, version_of
 from bench.harness.upstream import start_upstream
@@ -211,6 +216,7 @@ async def suite(args: argparse.Namespace) -> int:
         ctx = await prepare(mode, Path(tmp), stack, tools, args.log_level)
         facts["postgresql"] = await server_version(ctx.database_url)
         await run_cases(ctx, cases)
+        await note_leftovers(ctx)
         keep_logs(ctx.folder, BENCH_DIR / "logs")
     facts["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
     results = {"timestamp": timestamp(), "mode": mode.name, "load_generators": LOAD_GENERATORS}
@@ -220,6 +226,16 @@ async def suite(args: argparse.Namespace) -> int:
     write_results(BENCH_DIR, results, ctx.rows, table)
     print("\n" + table)
     return 0
+
+
+async def note_leftovers(ctx: Context) -> None:
+    """Generations the app left pending (clients cut at the end of each load)."""
+    statuses = await generation_statuses(ctx.database_url)
+    ctx.results["stored_generations"] = statuses
+    ctx.note(
+        f"Stored generations after the run: {statuses}. 'pending' ones and 'abandoned' ones"
+        " (failed by the sweeper) were left behind by requests cut off when a load ended."
+    )
 
 
 def keep_logs(folder: Path, logs: Path) -> None:

@@ -16,6 +16,9 @@ SECRET = "bench-secret-key-bench-secret-key-0123456789"
 COOKIE_NAME = "aigen_auth"
 # Far above what any run reaches: the limiter still does its Redis round trip per generation.
 RATE_LIMIT = "1000000/second"
+# On SIGTERM the app lets generations in flight finish (AIGEN_UPSTREAM_TIMEOUT, default 120 s,
+# plus its margins): killing it sooner would leave pending rows for the next app's sweeper.
+STOP_TIMEOUT = 160.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ def start_app(
         ready_path="/readyz",
         log_dir=log_dir,
         environment=environment,
+        stop_timeout=STOP_TIMEOUT,
     )
 
 

@@ -68,6 +68,19 @@ async def user_counts(url: str, user_id: int) -> dict[str, int]:
     return {**dict(user), **{row["status"]: row["n"] for row in rows}}
 
 
+async def generation_statuses(url: str) -> dict[str, int]:
+    """Stored generations by status, and how many the sweeper failed as abandoned."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT status, count(*) AS n FROM generations GROUP BY status")
+        abandoned = await conn.fetchval(
+            "SELECT count(*) FROM generations WHERE error LIKE 'Abandoned%'"
+        )
+    finally:
+        await conn.close()
+    return {**{row["status"]: row["n"] for row in rows}, "abandoned": abandoned}
+
+
 async def server_version(url: str) -> str:
     """PostgreSQL's version string."""
     conn = await asyncpg.connect(url)

@@ -47,6 +47,7 @@ class Service:
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    stop_timeout: float = STOP_TIMEOUT
 
     @property
     def pid(self) -> int:
@@ -59,12 +60,12 @@ class Service:
         return workers or [self.pid]
 
     def stop(self) -> None:
-        """SIGTERM to the whole session, then SIGKILL after STOP_TIMEOUT."""
+        """SIGTERM to the whole session, then SIGKILL after stop_timeout."""
         if self.process.poll() is not None:
             return
         _signal_group(self.pid, signal.SIGTERM)
         try:
-            self.process.wait(STOP_TIMEOUT)
+            self.process.wait(self.stop_timeout)
         except subprocess.TimeoutExpired:
             _signal_group(self.pid, signal.SIGKILL)
             self.process.wait(STOP_TIMEOUT)
@@ -104,6 +105,7 @@ def start(
     ready_path: str,
     log_dir: Path,
     environment: Mapping[str, str] | None = None,
+    stop_timeout: float = STOP_TIMEOUT,
 ) -> Service:
     """Start a command in its own session, stop it with the stack, return once it answers."""
     log_path = log_dir / f"{name}.log"
@@ -117,7 +119,7 @@ def start(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    service = Service(name, process, url, log_path)
+    service = Service(name, process, url, log_path, stop_timeout)
     stack.callback(service.stop)
     wait_until_answering(service, ready_path)
     return service
