@@ -99,7 +99,7 @@ def rows(
             f"+{number(over_measured['p50'], 'ms')}, p99 +{number(over_measured['p99'], 'ms')})",
             "",
             f"p50 <= {targets[0]:g} ms, p99 <= {targets[1]:g} ms" if targets else "",
-            verdict(met),
+            verdict(met) if targets else "",
         ),
         Row(
             "2 overhead",
