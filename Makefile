@@ -33,8 +33,13 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The performance suite (bench/suite.py): figures beside their ceilings, written to
+# bench/results.json and bench/results.md. `make bench BENCH_ARGS=--quick` takes a minute or two.
+BENCH_ARGS ?=
 bench: install
-	for script in bench/*.py; do $(BIN)/python -W ignore $$script || exit 1; done
+	{ test -x $(BIN)/py-spy && $(BIN)/python -c 'import pyinstrument'; } 2>/dev/null || \
+		$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -W ignore -m bench $(BENCH_ARGS)
 
 # Browser tests drive Debian's chromium through playwright (never `playwright install`).
 chromium:

@@ -35,7 +35,9 @@ import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # this checkout's code, and tests.helpers
+
+from tests.helpers import auth_cookie  # noqa: E402
 
 from aigen.app import create_app  # noqa: E402
 from aigen.dev.anthropic import FakeAnthropicAdmin, create_fake_anthropic_app  # noqa: E402
@@ -303,8 +305,7 @@ async def run(args: argparse.Namespace) -> None:
         FakeAnthropicAdmin(claude_url).set_scenario([{**paced, "times": args.streams}])
         environment = app_environment(database_url, claude_url, args.pool)
         app = create_app(environment)  # only to mint the sign-in cookies the server accepts
-        auth = app.extensions["QUART_AUTH"][0]
-        cookies = [auth.dump_token(str(user), app) for user in users]
+        cookies = [auth_cookie(app, user) for user in users]
         port = find_free_port()
         server = start_app(environment, port, args.workers)
         try:

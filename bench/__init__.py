@@ -1,0 +1,1 @@
+"""Benchmarks of aigen: figures and ratios, never assertions (`make bench`, `python -m bench`)."""

@@ -1,0 +1,1 @@
+"""The cases of the performance suite, one module each (numbered as in the issue)."""

@@ -1,0 +1,1 @@
+"""Pieces of the benchmark harness: processes, load generators, samplers, reports."""
