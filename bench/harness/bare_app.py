@@ -8,7 +8,6 @@ difference measured is what aigen adds around the route.
 from __future__ import annotations
 
 import argparse
-import logging
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -36,26 +35,20 @@ def start_bare_app(stack: ExitStack, *, workers: int, log_dir: Path) -> Service:
 
 
 def main() -> int:
-    """hypercorn.run with the Config `aigen serve` builds (bind, workers, access log)."""
-    from hypercorn.config import Config
-    from hypercorn.run import run
-
-    from aigen.cli import ACCESS_LOG_FORMAT
+    """hypercorn with the very Config `aigen serve` builds (event loop, access log, workers)."""
+    from aigen.cli import hypercorn_config
+    from aigen.config import load_settings
     from aigen.logs import configure_logging
+    from aigen.serving import run_workers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     configure_logging()
-    config = Config()
+    config = hypercorn_config(load_settings({}), HOST, args.port, args.workers)
     config.application_path = "bench.harness.bare_app:app"
-    config.bind = [f"{HOST}:{args.port}"]
-    config.workers = args.workers
-    config.accesslog = logging.getLogger("hypercorn.access")
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.access_log_format = ACCESS_LOG_FORMAT
-    return run(config)
+    return run_workers(config)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The database ceiling of one generation: pgbench running the app's own two transactions.
 
-One pgbench "transaction" of the script is one generation: the reservation (lock the user,
-insert the pending row, charge) and the finalization (store the answer, read the user back),
-with the statements and column lists of aigen.store.repository. Its tps is therefore the most
-generations per second this PostgreSQL can store with these clients, whatever the app does.
+One pgbench "transaction" of the script is one generation: the reservation (lock the user;
+charge and insert the pending row, in one transaction) and the finalization (store the answer
+and read the user back, one statement), with the very statements of aigen.store.repository.
+Its tps is therefore the most generations per second this PostgreSQL can store with these
+clients, whatever the app does.
 """
 
 from __future__ import annotations
@@ -13,28 +14,39 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from aigen.store.repository import GENERATION_COLUMNS, USER_COLUMNS
+from aigen.store.repository import (
+    CHARGE_AND_INSERT_GENERATION,
+    FINALIZE_GENERATION,
+    LOCK_USER_FOR_RESERVATION,
+)
 
 CLIENTS = 8
 THREADS = 2
 MODEL = "claude-opus-4-5"
 # About the size of the stand-in's answers, so the row written is the app's.
 RESULT_TEXT = "x" * 600
-SCRIPT = f"""\
-\\set uid random(1, :users)
-BEGIN;
-SELECT {USER_COLUMNS} FROM users WHERE id = :uid FOR UPDATE;
-INSERT INTO generations (user_id, prompt, model) VALUES (:uid, 'Bench generation', '{MODEL}') \
-RETURNING {GENERATION_COLUMNS} \\gset g_
-UPDATE users SET credits_used = credits_used + 1 WHERE id = :uid RETURNING {USER_COLUMNS};
-COMMIT;
-BEGIN;
-UPDATE generations SET result = '{RESULT_TEXT}', model = '{MODEL}', input_tokens = 4, \
-output_tokens = 120, status = 'succeeded', completed_at = now() \
-WHERE id = :g_id AND user_id = :uid AND status = 'pending' RETURNING {GENERATION_COLUMNS};
-SELECT {USER_COLUMNS} FROM users WHERE id = :uid;
-COMMIT;
-"""
+
+
+def _pgbench(sql: str, *values: str) -> str:
+    """One of the app's statements for a pgbench script: $n become values, on one line."""
+    for number, value in reversed(list(enumerate(values, start=1))):
+        sql = sql.replace(f"${number}", value)
+    return " ".join(sql.split())
+
+
+SCRIPT = "\n".join(
+    (
+        "\\set uid random(1, :users)",
+        "BEGIN;",
+        _pgbench(LOCK_USER_FOR_RESERVATION, ":uid") + ";",
+        _pgbench(CHARGE_AND_INSERT_GENERATION, ":uid", "'Bench generation'", f"'{MODEL}'", "NULL")
+        + " \\gset g_",
+        "COMMIT;",
+        _pgbench(FINALIZE_GENERATION, ":uid", ":g_id", f"'{RESULT_TEXT}'", f"'{MODEL}'", "4", "120")
+        + ";",
+        "",
+    )
+)
 TPS = re.compile(r"^tps = ([\d.]+)", re.MULTILINE)
 LATENCY = re.compile(r"^latency average = ([\d.]+) ms", re.MULTILINE)
 FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)

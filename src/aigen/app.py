@@ -192,6 +192,7 @@ async def _start() -> None:
         model=settings.model,
         max_tokens=settings.max_tokens,
         timeout=settings.upstream_timeout,
+        max_connections=settings.upstream_connections,
     )
     runtime.limiter, runtime.redis = build_limiter(settings.redis_url, settings.rate_limit_prefix)
     runtime.mailer = BackgroundMailer(_mailer(settings))

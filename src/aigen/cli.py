@@ -166,6 +166,8 @@ def hypercorn_config(settings: Settings, host: str, port: int, workers: int) -> 
     config.application_path = "aigen.app:create_app()"
     config.bind = [f"{host}:{port}"]
     config.workers = workers
+    # uvloop's event loop: less CPU per request than asyncio's own (make bench measures it).
+    config.worker_class = "uvloop"
     # Through our logging set-up (one line each, escaped), and without query strings or
     # referrers: OAuth codes and e-mail verification tokens travel in URLs.
     config.accesslog = logging.getLogger("hypercorn.access")

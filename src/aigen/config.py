@@ -59,6 +59,7 @@ class Settings:
     model: str = "claude-opus-4-5"
     max_tokens: int = 1024
     upstream_timeout: float = 120.0
+    upstream_connections: int = 1000
     free_credits: int = 10
     max_prompt_chars: int = 20000
     redis_url: str | None = field(default=None, repr=False)
@@ -245,6 +246,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         model=read.text("AIGEN_MODEL", default.model),
         max_tokens=read.positive_int("AIGEN_MAX_TOKENS", default.max_tokens),
         upstream_timeout=read.positive_float("AIGEN_UPSTREAM_TIMEOUT", default.upstream_timeout),
+        upstream_connections=read.positive_int(
+            "AIGEN_UPSTREAM_CONNECTIONS", default.upstream_connections
+        ),
         free_credits=read.positive_int("FREE_CREDITS", default.free_credits, minimum=0),
         max_prompt_chars=read.positive_int("MAX_PROMPT_CHARS", default.max_prompt_chars),
         redis_url=read.url("REDIS_URL", None, ("redis", "rediss", "unix")),

@@ -21,6 +21,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from types import FrameType
 
+import uvloop
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import load_application
@@ -95,7 +96,11 @@ def serve_worker(config: Config, sockets: Sockets, stop: Event) -> None:
     signal.signal(signal.SIGTERM, _remember_sigterm)
     app = load_application(config.application_path, config.wsgi_max_body_size)
     trigger = partial(_stop_requested, stop)
-    asyncio.run(worker_serve(app, config, sockets=sockets, shutdown_trigger=trigger))
+    serving = worker_serve(app, config, sockets=sockets, shutdown_trigger=trigger)
+    if config.worker_class == "uvloop":
+        uvloop.run(serving)
+    else:
+        asyncio.run(serving)
 
 
 _sigterm_received: list[int] = []

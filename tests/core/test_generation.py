@@ -150,7 +150,12 @@ async def test_connection_breaking_on_release_after_the_commit_loses_nothing(
     ada = await make_user(db, "ada@example.com")
     pool = await asyncpg.create_pool(database_url, min_size=0, max_size=2, reset=die_on_release)
     claude = ClaudeClient(
-        api_key="test-key", base_url=fake_claude.base_url, model="m", max_tokens=64, timeout=5
+        api_key="test-key",
+        base_url=fake_claude.base_url,
+        model="m",
+        max_tokens=64,
+        timeout=5,
+        max_connections=10,
     )
     try:
         outcome = await GenerationService(pool, claude).generate(ada.id, "hello")

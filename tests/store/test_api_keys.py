@@ -15,15 +15,15 @@ async def test_a_generation_cannot_name_another_users_key(db) -> None:
     ada = await make_user(db, "ada@example.com")
     bob = await make_user(db, "bob@example.com")
     key = await repository.insert_api_key(db, ada.id, "ci", "aig_xxxxxxxx", HASH)
-    own = await repository.insert_generation(db, ada.id, "p", "m", key.id)
+    own = await repository.insert_charged_generation(db, ada.id, "p", "m", key.id)
     assert await db.fetchval("SELECT api_key_id FROM generations WHERE id = $1", own.id) == key.id
     with pytest.raises(asyncpg.ForeignKeyViolationError):
-        await repository.insert_generation(db, bob.id, "p", "m", key.id)
+        await repository.insert_charged_generation(db, bob.id, "p", "m", key.id)
 
 
 async def test_browser_generations_have_no_key(db) -> None:
     ada = await make_user(db)
-    made = await repository.insert_generation(db, ada.id, "p", "m")
+    made = await repository.insert_charged_generation(db, ada.id, "p", "m")
     assert await db.fetchval("SELECT api_key_id FROM generations WHERE id = $1", made.id) is None
 
 
@@ -44,6 +44,6 @@ async def test_one_hash_is_one_key(db) -> None:
 async def test_keys_go_with_their_account(db) -> None:
     ada = await make_user(db)
     key = await repository.insert_api_key(db, ada.id, "ci", "aig_xxxxxxxx", HASH)
-    await repository.insert_generation(db, ada.id, "p", "m", key.id)
+    await repository.insert_charged_generation(db, ada.id, "p", "m", key.id)
     await db.execute("DELETE FROM users WHERE id = $1", ada.id)
     assert await db.fetchval("SELECT count(*) FROM api_keys") == 0

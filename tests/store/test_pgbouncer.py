@@ -40,10 +40,11 @@ async def test_many_statements_on_many_connections_through_pgbouncer(
 
         async def reserve(round_: int) -> int:
             async with pool.acquire() as conn, conn.transaction():
-                locked = await repository.lock_user(conn, user.id)
+                locked = await repository.lock_user_in_current_period(conn, user.id)
                 assert locked is not None
-                generation = await repository.insert_generation(conn, user.id, f"p{round_}", "m")
-                await repository.charge_credit(conn, user.id)
+                generation = await repository.insert_charged_generation(
+                    conn, user.id, f"p{round_}", "m"
+                )
                 return generation.id
 
         ids = await asyncio.gather(*(reserve(round_) for round_ in range(ROUNDS)))

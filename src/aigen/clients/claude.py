@@ -17,7 +17,6 @@ log = logging.getLogger(__name__)
 
 # One retry helps with a passing overload; the whole call stays within the configured timeout.
 MAX_RETRIES = 1
-KEEPALIVE_CONNECTIONS = 20
 
 
 @dataclass(frozen=True)
@@ -72,14 +71,16 @@ class ClaudeClient:
         model: str,
         max_tokens: int,
         timeout: float,
-        max_connections: int = 100,
+        max_connections: int,
     ) -> None:
         self.model = model
         self.max_tokens = max_tokens
         self.timeout = timeout
+        # Every connection kept alive: one closed after each call would be opened again for the
+        # next (a TLS handshake to Anthropic), and calls beyond the limit queue, not fail.
         http_client = anthropic.DefaultAsyncHttpxClient(
             limits=httpx2.Limits(
-                max_connections=max_connections, max_keepalive_connections=KEEPALIVE_CONNECTIONS
+                max_connections=max_connections, max_keepalive_connections=max_connections
             )
         )
         self._sdk = anthropic.AsyncAnthropic(

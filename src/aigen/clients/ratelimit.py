@@ -26,7 +26,8 @@ from redis.exceptions import RedisError
 logger = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 0.5
-REDIS_MAX_CONNECTIONS = 50
+# A burst of thousands of requests in one process queues for these (up to REDIS_TIMEOUT).
+REDIS_MAX_CONNECTIONS = 200
 MAX_PERIOD = 366 * 86400.0  # keeps TAT arithmetic in microseconds exact in Lua's doubles
 MICROS = 1_000_000
 UNIT_SECONDS = {

@@ -174,23 +174,22 @@ class GenerationService:
     async def reserve(
         self, user_id: int, prompt: str, *, api_key_id: int | None = None
     ) -> Generation:
-        """Lock the user row, check the plan, insert 'pending' and charge, in one transaction.
+        """Lock the user row, check the plan, charge and insert 'pending', in one transaction.
 
-        An ended credit period is rolled forward first, in the same transaction, so the check
+        An ended credit period is rolled forward under the lock, before the check, so the check
         never sees a stale period and a burst at the boundary cannot spend more than the limit.
+        Four round trips: BEGIN, the lock, the charge with the insert, COMMIT.
         """
         inserted: Generation | None = None
         try:
             async with connection(self.pool) as conn, conn.transaction():
-                await repository.roll_credit_period(conn, user_id)
-                user = await repository.lock_user(conn, user_id)
+                user = await repository.lock_user_in_current_period(conn, user_id)
                 if user is None:
                     raise NotSignedIn(UNAUTHORIZED_MESSAGE)
                 check_access(user)
-                inserted = generation = await repository.insert_generation(
+                inserted = generation = await repository.insert_charged_generation(
                     conn, user_id, prompt, self.claude.model, api_key_id
                 )
-                await repository.charge_credit(conn, user_id)
         except BaseException:
             if inserted is not None:
                 # The COMMIT may have been applied without our hearing back (connection lost,
@@ -234,9 +233,9 @@ class GenerationService:
             raise
 
     async def finalize(self, generation: Generation, completion: Completion) -> GenerationOutcome:
-        """Store the answer and its usage; the second short transaction."""
-        async with connection(self.pool) as conn, conn.transaction():
-            done = await repository.update_generation_result(
+        """Store the answer and its usage: one statement, the user's credits read with it."""
+        async with connection(self.pool) as conn:
+            stored = await repository.update_generation_result(
                 conn,
                 generation.user_id,
                 generation.id,
@@ -245,10 +244,12 @@ class GenerationService:
                 input_tokens=completion.input_tokens,
                 output_tokens=completion.output_tokens,
             )
-            if done is None:
+            if stored is None:
                 # Stored already by an attempt whose COMMIT was applied but never acknowledged?
                 done = await repository.select_generation(conn, generation.user_id, generation.id)
-            user = await repository.select_user(conn, generation.user_id)
+                user = await repository.select_user(conn, generation.user_id)
+            else:
+                done, user = stored
         if done is None or done.status != SUCCEEDED or user is None:
             # The sweeper already failed and refunded it: the answer came too late to charge.
             raise UpstreamFailed(TOO_LATE_MESSAGE, kind=UpstreamFailed.TIMEOUT, retryable=True)

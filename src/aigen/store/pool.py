@@ -58,13 +58,15 @@ class DatabaseUnavailable(Exception):
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Release without a reset: behind transaction pooling there is no session of ours to reset.
+    """Release without a reset query: the app never changes session state (no SET, no LISTEN,
+    no session advisory lock), and behind transaction pooling there is no session of ours.
 
-    asyncpg rolls back a transaction left open before calling this.
+    asyncpg still rolls back a transaction left open before calling this; the default reset
+    (`RESET ALL`, `pg_advisory_unlock_all()`, ...) would cost a round trip at every release.
     """
 
 
-TRANSACTION_POOLING: dict[str, Any] = {"statement_cache_size": 0, "reset": _keep_session}
+TRANSACTION_POOLING: dict[str, Any] = {"statement_cache_size": 0}
 
 
 async def create_pool(dsn: str, max_size: int, *, pgbouncer: bool = False) -> Pool:
@@ -78,6 +80,7 @@ async def create_pool(dsn: str, max_size: int, *, pgbouncer: bool = False) -> Po
         timeout=CONNECT_TIMEOUT,
         command_timeout=COMMAND_TIMEOUT,
         server_settings=SESSION_SETTINGS,
+        reset=_keep_session,
         **(TRANSACTION_POOLING if pgbouncer else {}),
     )
 

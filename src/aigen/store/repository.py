@@ -20,10 +20,40 @@ VERIFIED_ELSEWHERE = """EXISTS (
     SELECT 1 FROM users AS owner
     WHERE lower(owner.email) = lower(users.email) AND owner.email_verified AND owner.id <> users.id
 )"""
+USER_FIELDS = tuple(name.strip() for name in USER_COLUMNS.split(","))
+# The user's columns beside another table's, named apart (u_id, u_email, ...).
+USER_PREFIX = "u_"
+USER_COLUMNS_PREFIXED = ", ".join(f"u.{name} AS {USER_PREFIX}{name}" for name in USER_FIELDS)
 GENERATION_COLUMNS = (
     "id, user_id, prompt, result, status, model, input_tokens, output_tokens, error,"
     " created_at, completed_at"
 )
+
+
+# The statements of one generation, named so that bench/harness/pgbench.py measures these very
+# ones: the reservation's lock, its charge with the insert, and the finalization.
+LOCK_USER_FOR_RESERVATION = (
+    f"SELECT {USER_COLUMNS}, period_end <= now() AS period_over FROM users WHERE id = $1 FOR UPDATE"
+)
+CHARGE_AND_INSERT_GENERATION = f"""
+    WITH charged AS (
+        UPDATE users SET credits_used = credits_used + 1 WHERE id = $1
+        RETURNING period_start
+    )
+    INSERT INTO generations (user_id, prompt, model, api_key_id, credit_period)
+    SELECT $1, $2, $3, $4, period_start FROM charged
+    RETURNING {GENERATION_COLUMNS}
+"""
+FINALIZE_GENERATION = f"""
+    WITH done AS (
+        UPDATE generations
+        SET result = $3, model = $4, input_tokens = $5, output_tokens = $6,
+            status = 'succeeded', completed_at = now()
+        WHERE id = $2 AND user_id = $1 AND status = 'pending'
+        RETURNING {GENERATION_COLUMNS}
+    )
+    SELECT done.*, {USER_COLUMNS_PREFIXED} FROM done JOIN users u ON u.id = done.user_id
+"""
 
 
 @dataclass(frozen=True)
@@ -146,6 +176,21 @@ async def lock_user(conn: asyncpg.Connection, user_id: int) -> User | None:
     return _user(row)
 
 
+async def lock_user_in_current_period(conn: asyncpg.Connection, user_id: int) -> User | None:
+    """The user row locked until the end of the caller's transaction, its credit period current.
+
+    One round trip in the usual case; an ended period (once a month) is rolled forward by a
+    second statement on the row already locked, so a burst at the boundary rolls it once.
+    """
+    row = await conn.fetchrow(LOCK_USER_FOR_RESERVATION, user_id)
+    if row is None:
+        return None
+    if row["period_over"]:
+        await roll_credit_period(conn, user_id)
+        return await select_user(conn, user_id)
+    return User(**{name: value for name, value in row.items() if name != "period_over"})
+
+
 async def upsert_user(
     conn: asyncpg.Connection,
     *,
@@ -212,15 +257,6 @@ async def update_user_credits_limit(
     return _user(row)
 
 
-async def charge_credit(conn: asyncpg.Connection, user_id: int) -> User:
-    """Spend one credit (inside the reservation transaction)."""
-    row = await conn.fetchrow(
-        f"UPDATE users SET credits_used = credits_used + 1 WHERE id = $1 RETURNING {USER_COLUMNS}",
-        user_id,
-    )
-    return User(**dict(row))
-
-
 async def roll_credit_period(conn: asyncpg.Connection, user_id: int) -> bool:
     """Move an ended credit period to the current month with nothing used; True if it moved.
 
@@ -278,26 +314,16 @@ async def refund_credit(conn: asyncpg.Connection, user_id: int, generation_id: i
     )
 
 
-async def insert_generation(
+async def insert_charged_generation(
     conn: asyncpg.Connection,
     user_id: int,
     prompt: str,
     model: str,
     api_key_id: int | None = None,
 ) -> Generation:
-    """Record a reservation as 'pending', charged to the user's current credit period, with the
-    API key that asked for it (None: the browser)."""
-    row = await conn.fetchrow(
-        f"""
-        INSERT INTO generations (user_id, prompt, model, api_key_id, credit_period)
-        VALUES ($1, $2, $3, $4, (SELECT period_start FROM users WHERE id = $1))
-        RETURNING {GENERATION_COLUMNS}
-        """,
-        user_id,
-        prompt,
-        model,
-        api_key_id,
-    )
+    """Spend one credit and record the reservation as 'pending', charged to the user's current
+    credit period, with the API key that asked for it (None: the browser); one statement."""
+    row = await conn.fetchrow(CHARGE_AND_INSERT_GENERATION, user_id, prompt, model, api_key_id)
     return Generation(**dict(row))
 
 
@@ -310,16 +336,11 @@ async def update_generation_result(
     model: str,
     input_tokens: int,
     output_tokens: int,
-) -> Generation | None:
-    """Finalize a pending generation as 'succeeded'; None if it is no longer pending."""
+) -> tuple[Generation, User] | None:
+    """Finalize a pending generation as 'succeeded', with the user's row for the answer's
+    credits; one statement (atomic on its own). None if it is no longer pending."""
     row = await conn.fetchrow(
-        f"""
-        UPDATE generations
-        SET result = $3, model = $4, input_tokens = $5, output_tokens = $6,
-            status = 'succeeded', completed_at = now()
-        WHERE id = $2 AND user_id = $1 AND status = 'pending'
-        RETURNING {GENERATION_COLUMNS}
-        """,
+        FINALIZE_GENERATION,
         user_id,
         generation_id,
         result,
@@ -327,7 +348,11 @@ async def update_generation_result(
         input_tokens,
         output_tokens,
     )
-    return _generation(row)
+    if row is None:
+        return None
+    values = dict(row)
+    user = User(**{name: values.pop(USER_PREFIX + name) for name in USER_FIELDS})
+    return Generation(**values), user
 
 
 async def update_generation_failed(
