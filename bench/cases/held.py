@@ -58,7 +58,10 @@ async def run(ctx: Context) -> None:
     with ExitStack() as stack:
         app = start_app(
             stack,
-            ctx.environment(DB_POOL_MAX=str(POOL)),
+            # As an operator holding this many calls would: a connection to Claude for each.
+            ctx.environment(
+                DB_POOL_MAX=str(POOL), AIGEN_UPSTREAM_CONNECTIONS=str(max(ctx.mode.held, 1000))
+            ),
             workers=1,
             log_dir=ctx.folder,
             name="app-held",

@@ -41,8 +41,9 @@ TOO_LATE_MESSAGE = "Claude did not answer in time."
 STALE_ERROR = "Abandoned: the server stopped before Claude answered."
 STORE_ERROR = "The answer could not be stored."
 STORE_UNAVAILABLE_MESSAGE = (
-    "Claude answered, but aigen could not store the answer: it is briefly unavailable. Your"
-    " credit is given back; please try again in a few seconds."
+    "Claude answered, but aigen could not confirm the answer was stored: it is briefly"
+    " unavailable. Unless it was stored (see your history), the credit is given back;"
+    " please try again in a few seconds."
 )
 SUCCEEDED = "succeeded"
 # Storing an answer is retried this long while the database is out of reach (a restart takes
