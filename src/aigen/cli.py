@@ -166,6 +166,9 @@ def hypercorn_config(settings: Settings, host: str, port: int, workers: int) -> 
     config.application_path = "aigen.app:create_app()"
     config.bind = [f"{host}:{port}"]
     config.workers = workers
+    # Bursts of thousands of connections must queue, not be reset (the kernel caps it at
+    # net.core.somaxconn).
+    config.backlog = 4096
     # uvloop's event loop: less CPU per request than asyncio's own (make bench measures it).
     config.worker_class = "uvloop"
     # Through our logging set-up (one line each, escaped), and without query strings or
