@@ -16,9 +16,20 @@ import asyncpg
 import pytest
 
 from aigen.app import create_app
+from aigen.core import generation
+from aigen.core.generation import STORE_UNAVAILABLE_MESSAGE
 from aigen.dev.anthropic import FakeAnthropicServer
 from aigen.store.migrations import migrate
-from tests.helpers import GENERATE, counts, doctor, make_user, page_csrf_token, signed_in
+from tests.helpers import (
+    GENERATE,
+    counts,
+    doctor,
+    ledger_mismatches,
+    make_user,
+    page_csrf_token,
+    parse_sse,
+    signed_in,
+)
 from tests.postgres_cluster import LocalCluster
 
 UPSTREAM_TIMEOUT = 1  # the call that fails during the outage times out after this
@@ -127,6 +138,101 @@ async def test_outage_answers_503_and_recovers_without_a_restart(
         0,
         "ledger OK: 1 user(s), 3 generation(s) holding a charge\n",
     )
+
+
+async def test_a_stream_finished_during_a_brief_outage_is_stored_once_back(
+    app_settings: dict[str, str],
+    cluster: LocalCluster,
+    fake_claude: FakeAnthropicServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # However slowly the cluster restarts here, the stream keeps retrying until it is back.
+    monkeypatch.setattr(generation, "STORE_RETRY_WINDOW", WAIT_SECONDS)
+    watch = await asyncpg.connect(cluster.url)
+    user = await make_user(watch, credits_limit=10)
+    app = create_app({**app_settings, "DATABASE_URL": cluster.url})
+    fake_claude.set_scenario([{"type": "stream_paced", "deltas": 10, "interval": 0.3}])
+    async with app.test_app(), signed_in(app, user.id) as client:
+        body = {"prompt": "delivered", "stream": True}
+        answer = asyncio.create_task(client.post(GENERATE, json=body))
+        await _until_pending(watch, 1)
+        await watch.close()
+        await cluster.stop()
+        caplog.clear()
+        caplog.set_level(logging.INFO)
+        await eventually(logged(caplog, "storing generation"))  # the answer met the outage
+        outage_records = list(caplog.records)
+        await cluster.start()
+        events = parse_sse(await (await answer).get_data(as_text=True))
+        conn = await asyncpg.connect(cluster.url)
+        try:
+            settled = await _settled_counts(conn, user.id)
+            row = await conn.fetchrow("SELECT status, result FROM generations")
+            mismatches = await ledger_mismatches(conn)
+        finally:
+            await conn.close()
+    assert [events[0][0], events[-1][0]] == ["start", "done"]
+    assert row["result"] == "".join(data["text"] for name, data in events if name == "delta")
+    assert settled == (1, {"succeeded": 1})
+    assert mismatches == []
+    assert not [record for record in outage_records if record.exc_info]
+
+
+async def test_streams_ended_during_a_longer_outage_are_settled_once_back(
+    app_settings: dict[str, str],
+    cluster: LocalCluster,
+    fake_claude: FakeAnthropicServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One stream's answer arrives and one's upstream drops mid-stream, while the database stays
+    down longer than they wait for it: each ends at once, its row written once it is back."""
+    monkeypatch.setattr(generation, "STORE_RETRY_WINDOW", 0.2)
+    watch = await asyncpg.connect(cluster.url)
+    user = await make_user(watch, credits_limit=10)
+    app = create_app({**app_settings, "DATABASE_URL": cluster.url})
+    fake_claude.set_scenario(
+        [
+            {"type": "stream_paced", "deltas": 10, "interval": 0.3},
+            {"type": "stream_stall", "after": 2, "seconds": 2},  # then the connection drops
+        ]
+    )
+    async with app.test_app(), signed_in(app, user.id) as client:
+        answered = asyncio.create_task(
+            client.post(GENERATE, json={"prompt": "answered", "stream": True})
+        )
+        await _until_pending(watch, 1)
+        dropped = asyncio.create_task(
+            client.post(GENERATE, json={"prompt": "dropped", "stream": True})
+        )
+        await _until_pending(watch, 2)
+        await watch.close()
+        await cluster.stop()
+        caplog.clear()
+        caplog.set_level(logging.INFO)
+        answered_events = parse_sse(await (await answered).get_data(as_text=True))
+        dropped_events = parse_sse(await (await dropped).get_data(as_text=True))
+        outage_records = list(caplog.records)
+        await cluster.start()
+        conn = await asyncpg.connect(cluster.url)
+        try:
+            settled = await _settled_counts(conn, user.id)
+            rows = await conn.fetch("SELECT prompt, status, result FROM generations ORDER BY id")
+            mismatches = await ledger_mismatches(conn)
+        finally:
+            await conn.close()
+    assert answered_events[-1] == ("error", {"error": STORE_UNAVAILABLE_MESSAGE, "retryable": True})
+    assert [name for name, _ in dropped_events] == ["start", "delta", "delta", "error"]
+    partial = "".join(data["text"] for name, data in dropped_events if name == "delta")
+    # The stored answer is refunded as the JSON call's is; the partial one keeps its charge.
+    assert [tuple(row) for row in rows] == [
+        ("answered", "failed", None),
+        ("dropped", "failed", partial),
+    ]
+    assert settled == (1, {"failed": 2})
+    assert mismatches == []
+    assert not [record for record in outage_records if record.exc_info]
 
 
 async def _until_pending(conn: asyncpg.Connection, expected: int) -> None:

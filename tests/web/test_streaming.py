@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from hypercorn.typing import ASGIReceiveEvent, ASGISendEvent, ConnectionState, HTTPScope
 from quart import Quart
 
 from aigen.app import create_app
@@ -313,6 +314,65 @@ async def test_disconnect_before_the_first_delta_refunds(
     assert row["status"] == "cancelled" and row["result"] is None
     assert await counts(db, user.id) == (0, {"cancelled": 1})
     assert await ledger_mismatches(db) == []
+
+
+async def test_disconnect_while_the_head_is_sent_cancels_the_stream(
+    app: Quart, user: User, db: asyncpg.Connection, fake_claude: FakeAnthropicServer
+) -> None:
+    """Driven through the ASGI interface: the client leaves while `http.response.start` is being
+    written, so the body (whose closing used to stop the stream) never starts."""
+    fake_claude.set_scenario([{"type": "stream_paced", "deltas": 20, "interval": 0.2}])
+    body = json.dumps({"prompt": "never seen", "stream": True}).encode()
+    head_sent = asyncio.Event()
+    incoming: list[ASGIReceiveEvent] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> ASGIReceiveEvent:
+        if incoming:
+            return incoming.pop(0)
+        await head_sent.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: ASGISendEvent) -> None:
+        if message["type"] == "http.response.start":
+            await eventually(lambda: asyncio.to_thread(upstream_streaming, fake_claude), "read")
+            head_sent.set()
+            await asyncio.Event().wait()  # a slow client: the head is still being written
+
+    await app(asgi_request(app, user, GENERATE, body), receive, send)
+    generation_id = await db.fetchval("SELECT id FROM generations")
+    row = await settled_row(db, generation_id)
+    upstream = await upstream_outcome(fake_claude)
+    assert upstream["stream_outcome"] == "client_closed" and upstream["deltas_sent"] < 20
+    assert row["status"] == "cancelled" and row["error"] == streaming.CLIENT_CLOSED_MESSAGE
+    charged = 1 if row["result"] else 0  # output produced before the disconnect is charged
+    assert await counts(db, user.id) == (charged, {"cancelled": 1})
+    assert await ledger_mismatches(db) == []
+
+
+def asgi_request(app: Quart, user: User, path: str, body: bytes) -> HTTPScope:
+    """The ASGI scope of a signed-in script POSTing JSON (as curl would, no Origin)."""
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cookie", f"aigen_auth={auth_cookie(app, user.id)}".encode()),
+    ]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+        "state": ConnectionState({}),
+        "extensions": {},
+    }
 
 
 # --- upstream failures mid-stream ----------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -209,10 +209,11 @@ class GenerationService:
             # Cancelled at shutdown, or a bug: never leave the credit charged for nothing.
             await asyncio.shield(self._refund(generation, upstream_error(error).message))
             raise
-        return await self._store(generation, completion)
+        return await self.store(generation, completion)
 
-    async def _store(self, generation: Generation, completion: Completion) -> GenerationOutcome:
-        """Finalize, retried while the database is briefly out of reach; else refund."""
+    async def store(self, generation: Generation, completion: Completion) -> GenerationOutcome:
+        """Finalize, retried while the database is briefly out of reach; else refund (in the
+        background while it stays out of reach) and raise."""
         try:
             return await retry_while_unavailable(
                 lambda: self.finalize(generation, completion),
@@ -274,28 +275,45 @@ class GenerationService:
             self._settle_later(generation, error)
 
     def _settle_later(self, generation: Generation, error: str) -> None:
-        self._spawn(self._settle(generation, error))
+        self.settle_later(
+            lambda: self.fail(generation, error), f"refunding generation {generation.id}"
+        )
 
-    async def _settle(self, generation: Generation, error: str) -> None:
-        """Retry the refund while the database is out of reach; after that, the sweeper's turn."""
+    async def write_soon(self, write: Callable[[], Awaitable[bool]], what: str) -> bool:
+        """Run `write`, retried while the database is briefly out of reach; when it stays out
+        of reach, go on retrying in the background and return False. `what` names it in logs."""
         try:
-            refunded = await retry_while_unavailable(
-                lambda: self.fail(generation, error),
-                SETTLE_WINDOW,
-                f"refunding generation {generation.id}",
-            )
+            await retry_while_unavailable(write, STORE_RETRY_WINDOW, what)
         except ServiceUnavailable as unavailable:
             log.warning(
-                "generation %s: refund not written (%s); the sweeper will refund it",
-                generation.id,
+                "%s: database still unavailable (%s); retrying in the background",
+                what,
+                unavailable.reason,
+            )
+            self.settle_later(write, what)
+            return False
+        return True
+
+    def settle_later(self, write: Callable[[], Awaitable[bool]], what: str) -> None:
+        """Run `write` in the background, retried while the database is out of reach (drained at
+        shutdown); after SETTLE_WINDOW, the sweeper fails and refunds the generation."""
+        self._spawn(self._settle(write, what))
+
+    async def _settle(self, write: Callable[[], Awaitable[bool]], what: str) -> None:
+        try:
+            written = await retry_while_unavailable(write, SETTLE_WINDOW, what)
+        except ServiceUnavailable as unavailable:
+            log.warning(
+                "%s: not written (%s); the sweeper will fail and refund it",
+                what,
                 unavailable.reason,
             )
             return
         except Exception:  # nobody awaits this task: say it here
-            log.exception("generation %s: refund failed; the sweeper will refund it", generation.id)
+            log.exception("%s failed; the sweeper will fail and refund it", what)
             return
-        if refunded:
-            log.info("generation %s: failed and refunded once the database answered", generation.id)
+        if written:
+            log.info("%s: written once the database answered", what)
 
     async def drain(self, timeout: float) -> None:
         """Let calls in flight finish; cancel (and so refund) what is left after `timeout`.

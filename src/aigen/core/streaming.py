@@ -6,6 +6,9 @@ request is cancelled and tells the task to stop; the task closes the upstream at
 finalizes the row as 'cancelled'. Output was produced when at least one text delta arrived: the
 credit then stays charged (for a disconnect and for an upstream error mid-stream alike), and is
 refunded otherwise.
+
+The row is written as the JSON call's is: retried while the database is briefly out of reach,
+then (the event sent at once) in the background, so a short outage never strands a reservation.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 from aigen.clients.claude import AnswerStream, Completion, UpstreamError
 from aigen.clients.ratelimit import Decision
 from aigen.core.database import connection
-from aigen.core.errors import DomainError, InvalidInput, UpstreamFailed
-from aigen.core.generation import STORE_ERROR, GenerationOutcome, GenerationService
+from aigen.core.errors import DomainError, InvalidInput, ServiceUnavailable, UpstreamFailed
+from aigen.core.generation import GenerationOutcome, GenerationService
 from aigen.store import repository
 from aigen.store.repository import Generation
 
@@ -196,14 +200,15 @@ class GenerationStream:
             self._reading = False
 
     async def _finalize(self, completion: Completion) -> Done | Failed:
+        """Store as the JSON call does: when the answer cannot be stored it is refunded."""
         try:
-            return Done(await self._generations.finalize(self.generation, completion))
+            return Done(await self._generations.store(self.generation, completion))
         except UpstreamFailed as error:  # the sweeper failed and refunded it first
             return Failed(error.message, error.retryable)
-        except Exception:
-            # As the JSON call does: the answer could not be stored, so fail and refund it.
-            log.exception("storing streamed generation %s failed", self.generation.id)
-            await self._generations.fail(self.generation, STORE_ERROR)
+        except ServiceUnavailable as error:  # refunded in the background once it is back
+            log.warning("streamed generation %s not stored: %s", self.generation.id, error.reason)
+            return Failed(error.message, retryable=True)
+        except Exception:  # logged and refunded by store()
             return Failed(INTERNAL_ERROR_MESSAGE, retryable=True)
 
     async def _end_early(self, answer: AnswerStream, status: str, error: str) -> None:
@@ -216,24 +221,46 @@ class GenerationStream:
         input_tokens, output_tokens = answer.usage()
         if produced:
             output_tokens = max(output_tokens or 0, len(answer.parts))
+        stop = partial(
+            self._store_stopped,
+            status=status,
+            result=answer.text if produced else None,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            error=error,
+        )
+        generation_id = self.generation.id
+        await self._generations.write_soon(stop, f"storing {status} generation {generation_id}")
+        log.info(
+            "streamed generation %s %s after %d delta(s)", generation_id, status, len(answer.parts)
+        )
+
+    async def _store_stopped(
+        self,
+        *,
+        status: str,
+        result: str | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        error: str,
+    ) -> bool:
+        """One transaction: the row stopped with what arrived, refunded when nothing did; False
+        when it was no longer pending (so a retry after a lost COMMIT refunds nothing twice)."""
         generation = self.generation
-        pool = self._generations.pool
-        async with connection(pool) as conn, conn.transaction():
+        async with connection(self._generations.pool) as conn, conn.transaction():
             stopped = await repository.update_generation_stopped(
                 conn,
                 generation.user_id,
                 generation.id,
                 status=status,
-                result=answer.text if produced else None,
+                result=result,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 error=error,
             )
-            if stopped is not None and not produced:
+            if stopped is not None and result is None:
                 await repository.refund_credit(conn, generation.user_id, generation.id)
-        log.info(
-            "streamed generation %s %s after %d delta(s)", generation.id, status, len(answer.parts)
-        )
+        return stopped is not None
 
 
 class StreamingService:

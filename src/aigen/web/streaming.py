@@ -6,6 +6,7 @@ here compresses or buffers. `X-Accel-Buffering: no` asks nginx-like proxies not 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from quart import Response, request
@@ -32,8 +33,8 @@ def encode_event(event: StreamEvent) -> bytes:
 class EventStreamBody:
     """The response body: the stream's events, encoded; closing it early stops the stream.
 
-    Quart closes the body when the client disconnects (or the response is dropped before it
-    started), so `aclose` is where the upstream is told to stop and the row to be cancelled.
+    Quart closes the body when the client disconnects while it is sent; a client gone before
+    the body started is seen by `event_stream_response`'s hook on the request's task instead.
     """
 
     def __init__(self, stream: GenerationStream) -> None:
@@ -53,7 +54,16 @@ class EventStreamBody:
 
 
 def event_stream_response(stream: GenerationStream) -> Response:
-    """200 text/event-stream for an opened stream, never cached nor buffered on the way."""
+    """200 text/event-stream for an opened stream, never cached nor buffered on the way.
+
+    Called by the view, in the request's task, which then sends the response: when that task
+    ends, however (the body sent, or cancelled because the client left, even while the head
+    was being written and before the body began), the stream stops reading Claude; after a
+    normal end that is a no-op.
+    """
+    request_task = asyncio.current_task()
+    if request_task is not None:
+        request_task.add_done_callback(lambda _: stream.close())
     response = Response(EventStreamBody(stream), content_type=f"{EVENT_STREAM}; charset=utf-8")
     response.headers["Cache-Control"] = "no-store"  # as every /api/* answer: never cached
     response.headers["X-Accel-Buffering"] = "no"
