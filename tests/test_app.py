@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from quart.testing.app import LifespanError
 
 from aigen.app import create_app
+from aigen.web.runtime import EXTENSION_KEY, Runtime
+from tests.helpers import make_user
 
 
 async def test_a_worker_does_not_migrate_it_refuses_an_unmigrated_database(
@@ -17,3 +21,28 @@ async def test_a_worker_does_not_migrate_it_refuses_an_unmigrated_database(
     with pytest.raises(LifespanError, match=r"migrations \[.*\] are not applied.*aigen migrate"):
         async with app.test_app():
             pass
+
+
+async def test_a_crashed_background_task_does_not_stop_the_shutdown(
+    app_settings: dict[str, str], db, fake_claude
+) -> None:
+    """Regression: `_stop` re-raised the error a background task had ended with, and returned
+    before draining the generations in flight and closing the pool."""
+    ada = await make_user(db)
+    app = create_app(app_settings)
+    async with app.test_app():
+        runtime: Runtime = app.extensions[EXTENSION_KEY]
+        runtime.background.add(asyncio.create_task(crash()))  # a task that ended with an error
+        fake_claude.set_scenario([{"type": "delay", "seconds": 1}])
+        in_flight = asyncio.create_task(runtime.generations.generate(ada.id, "slow"))
+        while await db.fetchval("SELECT count(*) FROM generations") == 0:
+            await asyncio.sleep(0.02)
+    assert (
+        await in_flight
+    ).generation.status == "succeeded"  # drained: answered before the pool closed
+    assert await db.fetchval("SELECT status FROM generations") == "succeeded"
+    assert runtime.pool.is_closing()
+
+
+async def crash() -> None:
+    raise RuntimeError("an odd error in a background task")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -244,6 +243,17 @@ async def _require_migrated(pool: asyncpg.Pool) -> None:
         raise ConfigError(f"migrations {pending} are not applied: run `aigen migrate` first")
 
 
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Wait for a cancelled background task; an error it ended with is logged, so that one
+    crashed task never keeps the shutdown from draining calls and closing the pool."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        log.exception("background task %s had failed", task.get_name())
+
+
 async def _stop() -> None:
     """Let calls in flight finish, then close everything opened in _start."""
     from quart import current_app
@@ -252,8 +262,7 @@ async def _stop() -> None:
     for task in runtime.background:
         task.cancel()
     for task in runtime.background:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _ended(task)
     # Each service is unset when _start failed before creating it.
     streaming: StreamingService | None = getattr(runtime, "streaming", None)
     if streaming is not None:

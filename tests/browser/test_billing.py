@@ -109,7 +109,8 @@ def test_upgrade_generate_past_the_limit_and_cancel(
         run_async(billing_app.stripe.wait_for_deliveries)  # the cancellation's webhook is in
         page.reload()
         expect(page.locator("#usage")).to_contain_text("Free plan")
-        expect(page.locator("#usage")).to_contain_text("3 of 3 credits used")
+        # Back on FREE, a fresh count: the PRO answers and the credits spent before are not held
+        expect(page.locator("#usage")).to_contain_text("0 of 3 credits used")
         expect(page.get_by_role("button", name="Manage billing")).to_have_count(0)
         shot(page, f"{width}-9-free-again")
         plan = run_sql(clean_db, "SELECT plan FROM users WHERE sub = $1", sub)

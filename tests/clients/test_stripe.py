@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 import stripe
+from quart import Quart
 
 from aigen.clients.stripe import (
     BillingUnavailable,
@@ -19,7 +21,7 @@ from aigen.clients.stripe import (
 )
 from aigen.dev.serving import find_free_port
 from aigen.dev.stripe import DEFAULT_PRICE_ID, FakeStripeServer
-from tests.helpers import STRIPE_WEBHOOK_SECRET
+from tests.helpers import STRIPE_WEBHOOK_SECRET, served
 
 SUCCESS_URL = "http://127.0.0.1:8000/billing/success?session_id={CHECKOUT_SESSION_ID}"
 CANCEL_URL = "http://127.0.0.1:8000/pricing"
@@ -90,6 +92,28 @@ async def test_checkout_reuses_the_stripe_customer(billing, fake_stripe) -> None
     )  # fmt: skip
     session = await checkout_session(fake_stripe, again)
     assert session["customer"] == paid["customer"] and session["customer_email"] is None
+
+
+async def test_live_subscriptions_of_a_customer_made_before_checkout(billing, fake_stripe) -> None:
+    customer = await billing.create_customer(user_id=9, email="d@example.com")
+    assert customer.startswith("cus_") and await billing.live_subscriptions(customer) == []
+    urls = [
+        await billing.checkout_url(
+            user_id=9,
+            email="d@example.com",
+            customer_id=customer,
+            success_url=SUCCESS_URL,
+            cancel_url=CANCEL_URL,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    paid = [await fake_stripe.complete_checkout(url.rsplit("/", 1)[1]) for url in urls]
+    assert {p["customer"] for p in paid} == {customer}
+    subscriptions = [p["subscription"] for p in paid]
+    assert sorted(await billing.live_subscriptions(customer)) == sorted(subscriptions)
+    client = stripe.StripeClient(fake_stripe.api_key, base_addresses={"api": fake_stripe.api_base})
+    await client.v1.subscriptions.cancel_async(subscriptions[0])
+    assert await billing.live_subscriptions(customer) == [subscriptions[1]]
 
 
 async def test_portal_session_for_a_customer(billing, fake_stripe) -> None:
@@ -195,3 +219,34 @@ def test_signed_bodies_that_are_not_events_are_refused(billing, payload: bytes) 
     )
     with pytest.raises(InvalidEvent):
         billing.verify_event(payload, header)
+
+
+async def test_an_odd_price_answer_does_not_end_the_refresher() -> None:
+    """Regression: only BillingUnavailable was caught, so an answer that lacked the price's
+    fields ended the refresher with an AttributeError, for good (and broke the shutdown)."""
+    odd = Quart("odd-stripe")
+    answered: list[str] = []
+
+    @odd.get("/v1/prices/<price_id>")
+    async def price(price_id: str) -> dict[str, Any]:
+        answered.append(price_id)
+        if len(answered) < 3:
+            return {"id": price_id, "object": "price"}  # no amount, no currency
+        recurring = {"interval": "month", "interval_count": 1}
+        return {"id": price_id, "object": "price", "unit_amount": 900, "currency": "usd",
+                "recurring": recurring}  # fmt: skip
+
+    async with served(odd) as url:
+        billing = StripeBilling(
+            secret_key="sk_test_odd", price_id="price_odd", webhook_secret="whsec_odd", api_base=url
+        )
+        cache = PriceCache(billing)
+        refresher = asyncio.create_task(cache.refresh_forever(retry=0.01))
+        while cache.price is None and not refresher.done():
+            await asyncio.sleep(0.01)
+        assert not refresher.done()
+        assert cache.price == Price(900, "usd", "month") and len(answered) == 3
+        refresher.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await refresher
+        await billing.aclose()

@@ -11,9 +11,10 @@ from quart import Quart
 
 from aigen.clients.stripe import BillingEvent
 from aigen.core.billing import Outcome, PlanChange, apply_event, plan_change
+from aigen.store import repository
 from aigen.store.repository import User
 from aigen.web.runtime import EXTENSION_KEY
-from tests.helpers import make_user
+from tests.helpers import ledger_mismatches, make_user
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 COUNTER = iter(range(1, 1_000_000))
@@ -182,3 +183,54 @@ async def test_ignored_types_are_not_recorded(pool, db) -> None:
     assert await apply_event(pool, event("invoice.paid", {"customer": "cus_A"})) is Outcome.IGNORED
     assert await db.fetchval("SELECT count(*) FROM stripe_events") == 0
     assert await plan(db, ada.id) == ("FREE", None, None)
+
+
+async def test_two_subscriptions_the_end_of_either_other_one_keeps_pro(
+    pool, db, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two Checkouts paid (two tabs): whichever subscription the user row does not hold ends,
+    the plan stays PRO; only the end of the one stored makes the user FREE."""
+    ada = await make_user(db)
+    await apply_event(pool, completed(ada, "cus_A", "sub_1"))
+    second = completed(ada, "cus_A", "sub_2")
+    second = BillingEvent(second.id, second.type, T0 + timedelta(minutes=1), second.data)
+    assert await apply_event(pool, second) is Outcome.APPLIED
+    assert await plan(db, ada.id) == ("PRO", "cus_A", "sub_2")
+    assert "pays two subscriptions (sub_1 and sub_2)" in caplog.text  # for an operator to refund
+    first_ends = subscription("deleted", "canceled", sub="sub_1", at=T0 + timedelta(minutes=2))
+    assert await apply_event(pool, first_ends) is Outcome.NOT_CURRENT
+    first_unpaid = subscription("updated", "unpaid", sub="sub_1", at=T0 + timedelta(minutes=3))
+    assert await apply_event(pool, first_unpaid) is Outcome.NOT_CURRENT
+    assert await plan(db, ada.id) == ("PRO", "cus_A", "sub_2")
+    renewed = subscription("updated", "active", sub="sub_1", at=T0 + timedelta(days=30))
+    assert await apply_event(pool, renewed) is Outcome.APPLIED  # sub_1 is the one stored now
+    second_ends = subscription("deleted", "canceled", sub="sub_2", at=T0 + timedelta(days=31))
+    assert await apply_event(pool, second_ends) is Outcome.NOT_CURRENT
+    assert await plan(db, ada.id) == ("PRO", "cus_A", "sub_1")
+
+
+async def test_cancelling_pro_starts_a_fresh_free_count(app: Quart, pool, db) -> None:
+    """Regression: PRO answers counted against the free credits, so a user who cancelled after
+    200 answers read "No credits left" for the rest of the month."""
+    ada = await make_user(db, credits_limit=3)
+    await apply_event(pool, completed(ada))
+    generations = app.extensions[EXTENSION_KEY].generations
+    for attempt in range(5):  # past the free limit of 3
+        await generations.generate(ada.id, f"pro {attempt}")
+    before = await db.fetchrow("SELECT credits_used, period_start, period_end FROM users")
+    assert before["credits_used"] == 5
+    cancelled = subscription("deleted", "canceled", at=datetime.now(UTC))
+    assert await apply_event(pool, cancelled) is Outcome.APPLIED
+    after = await db.fetchrow("SELECT plan, credits_used, period_start, period_end FROM users")
+    assert (after["plan"], after["credits_used"]) == ("FREE", 0)
+    assert after["period_start"] > before["period_start"]
+    assert after["period_end"] == before["period_end"]  # the free credits renew as before
+    assert await ledger_mismatches(db) == []
+    old = await db.fetchval("SELECT max(id) FROM generations")
+    await repository.refund_credit(db, ada.id, old)  # a PRO answer's refund is not a FREE credit
+    await generations.generate(ada.id, "free again")
+    assert await db.fetchval("SELECT credits_used FROM users") == 1
+    assert await ledger_mismatches(db) == []
+    again = subscription("deleted", "canceled", at=datetime.now(UTC) + timedelta(seconds=1))
+    await apply_event(pool, again)  # FREE already: the count is not reset again
+    assert await db.fetchval("SELECT credits_used FROM users") == 1

@@ -17,6 +17,7 @@ from typing import Any, cast
 import httpx
 import pytest
 import stripe
+from stripe.params import SubscriptionListParams
 from stripe.params.checkout import SessionCreateParams
 
 from aigen.dev.serving import answers, find_free_port
@@ -640,6 +641,39 @@ async def test_subscription_cancelled_through_the_api(
     assert verified_events(receiver)[-1].type == "customer.subscription.deleted"
     with pytest.raises(stripe.InvalidRequestError):
         await client.v1.subscriptions.cancel_async(str(session.subscription))
+
+
+async def test_subscriptions_listed_by_customer_and_status(
+    client: stripe.StripeClient, browser: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    customer = await client.v1.customers.create_async({"email": "two@example.com"})
+    first, second = [
+        await paid_session(client, browser, receiver, customer=customer.id, customer_email=None)
+        for _ in range(2)
+    ]
+    await client.v1.subscriptions.cancel_async(str(first.subscription))
+    other = await paid_session(client, browser, receiver)  # another customer's
+
+    async def listed(**params: Any) -> list[str]:
+        query = cast(SubscriptionListParams, {"customer": customer.id, **params})
+        found = await client.v1.subscriptions.list_async(query)
+        assert found.to_dict()["object"] == "list" and found.url == "/v1/subscriptions"
+        return [subscription.id for subscription in found.data]
+
+    assert await listed() == [second.subscription]  # by default: all but the canceled
+    assert await listed(status="active") == [second.subscription]
+    assert await listed(status="canceled") == [first.subscription]
+    assert await listed(status="trialing") == []
+    assert await listed(status="all") == [second.subscription, first.subscription]  # newest first
+    page = await client.v1.subscriptions.list_async(
+        {"customer": customer.id, "status": "all", "limit": 1}
+    )
+    assert [s.id for s in page.data] == [second.subscription] and page.has_more is True
+    everyone = await client.v1.subscriptions.list_async({"status": "all", "limit": 100})
+    assert other.subscription in [s.id for s in everyone.data]
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.subscriptions.list_async({"status": "sleeping"})  # type: ignore[typeddict-item]
+    assert caught.value.param == "status"
 
 
 # --- admin: custom events, replays, retries, the target --------------------------------------

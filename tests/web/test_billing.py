@@ -113,11 +113,14 @@ async def test_checkout_sends_the_user_to_stripe_as_themselves(
         response = await client.post("/billing/checkout", form={"csrf_token": token})
     assert response.status_code == 303
     assert response.headers["Location"].startswith(fake_stripe.url + "/pay/cs_test_")
-    [created] = [r for r in await fake_stripe.requests() if r["path"] == "/v1/checkout/sessions"]
+    requests = await fake_stripe.requests()
+    [customer] = [r["params"] for r in requests if r["path"] == "/v1/customers"]
+    assert customer == {"email": ada.email, "metadata": {"user_id": str(ada.id)}}
+    [created] = [r for r in requests if r["path"] == "/v1/checkout/sessions"]
     sent = created["params"]
     assert sent["mode"] == "subscription" and sent["client_reference_id"] == str(ada.id)
     assert sent["metadata"] == {"user_id": str(ada.id)}
-    assert sent["customer_email"] == ada.email
+    assert sent["customer"] == (await billing_state(db, ada.id))["stripe_customer_id"]
     assert sent["success_url"].startswith("http://127.0.0.1:8000/billing/success")
     assert sent["cancel_url"] == "http://127.0.0.1:8000/pricing"
 
@@ -335,3 +338,43 @@ async def test_portal_without_a_stripe_customer_is_404(billing_app: Served, db) 
     assert "Manage billing" not in dashboard
     assert response.status_code == 404
     assert "no billing account for you yet" in await response.get_data(as_text=True)
+
+
+async def test_checkout_again_while_the_webhook_is_late_goes_to_the_portal(
+    billing_app: Served, fake_stripe: FakeStripeServer, db
+) -> None:
+    """Regression: a second Upgrade before the webhook arrived made a second paid subscription."""
+    ada = await make_user(db)
+    await fake_stripe.set_webhook(None, STRIPE_WEBHOOK_SECRET)  # the webhook is late
+    await fake_stripe.complete_checkout(await start_checkout(billing_app.app, ada))
+    assert (await billing_state(db, ada.id))["plan"] == "FREE"
+    async with signed_in(billing_app.app, ada.id) as client:
+        token = await page_csrf_token(client, "/pricing")
+        again = await client.post("/billing/checkout", form={"csrf_token": token})
+    assert again.status_code == 303
+    assert again.headers["Location"].startswith(fake_stripe.url + "/portal/")
+    sessions = [r for r in await fake_stripe.requests() if r["path"] == "/v1/checkout/sessions"]
+    assert len(sessions) == 1
+    customer = (await billing_state(db, ada.id))["stripe_customer_id"]
+    assert sessions[0]["params"]["customer"] == customer  # one customer, made before paying
+
+
+async def test_checkout_after_a_cancelled_subscription_reuses_the_customer(
+    billing_app: Served, fake_stripe: FakeStripeServer, db
+) -> None:
+    ada = await make_user(db)
+    await fake_stripe.complete_checkout(await start_checkout(billing_app.app, ada))
+    await fake_stripe.wait_for_deliveries()
+    state = await billing_state(db, ada.id)
+    assert state["plan"] == "PRO"
+    await fake_stripe.send_event(
+        "customer.subscription.deleted",
+        object_id=state["stripe_subscription_id"],
+        changes={"status": "canceled"},
+    )
+    await fake_stripe.wait_for_deliveries()
+    assert (await billing_state(db, ada.id))["plan"] == "FREE"
+    second = await start_checkout(billing_app.app, ada)
+    assert second.startswith("cs_test_")
+    sessions = [r for r in await fake_stripe.requests() if r["path"] == "/v1/checkout/sessions"]
+    assert [s["params"]["customer"] for s in sessions] == [state["stripe_customer_id"]] * 2

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import stripe
-from stripe.params import billing_portal, checkout
+from stripe.params import CustomerCreateParams, SubscriptionListParams, billing_portal, checkout
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ ZERO_DECIMAL_CURRENCIES = frozenset(
     "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
 )
 CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£"}
+# Subscriptions that bill, or will once the card is fixed: a new Checkout would bill twice.
+LIVE_SUBSCRIPTION_STATUSES = frozenset({"active", "trialing", "past_due"})
+SUBSCRIPTIONS_PAGE = 100
 
 
 class BillingUnavailable(Exception):
@@ -128,6 +131,28 @@ class StripeBilling:
             raise BillingUnavailable("Stripe returned a checkout session without a URL")
         return session.url
 
+    async def create_customer(self, *, user_id: int, email: str) -> str:
+        """A new Stripe customer for this user; its id."""
+        params: CustomerCreateParams = {"email": email, "metadata": {"user_id": str(user_id)}}
+        try:
+            customer = await self._client.v1.customers.create_async(params)
+        except stripe.StripeError as error:
+            raise BillingUnavailable(f"Stripe refused the customer: {_reason(error)}") from error
+        return customer.id
+
+    async def live_subscriptions(self, customer_id: str) -> list[str]:
+        """The ids of the customer's subscriptions that bill (active, trialing or past due)."""
+        params: SubscriptionListParams = {"customer": customer_id, "limit": SUBSCRIPTIONS_PAGE}
+        try:
+            found = await self._client.v1.subscriptions.list_async(params)
+            return [
+                subscription.id
+                async for subscription in found.auto_paging_iter()
+                if subscription.status in LIVE_SUBSCRIPTION_STATUSES
+            ]
+        except stripe.StripeError as error:
+            raise BillingUnavailable(f"Stripe refused the list: {_reason(error)}") from error
+
     async def portal_url(self, customer_id: str, return_url: str) -> str:
         """A customer portal session (manage or cancel the subscription); its URL."""
         params: billing_portal.SessionCreateParams = {
@@ -203,5 +228,9 @@ class PriceCache:
     ) -> None:
         """Refresh now and then every `every` seconds (`retry` after a failure), until cancelled."""
         while True:
-            read = await self.refresh()
+            try:
+                read = await self.refresh()
+            except Exception:  # an odd answer must not end the refresher: retried like a failure
+                log.exception("Stripe price refresh failed")
+                read = False
             await asyncio.sleep(every if read else retry)

@@ -144,6 +144,7 @@ async def _locked_user(conn: asyncpg.Connection, change: PlanChange) -> User | N
 async def _apply(
     conn: asyncpg.Connection, user: User, change: PlanChange, event: BillingEvent
 ) -> Outcome:
+    _warn_if_paid_twice(user, change, event)
     await repository.update_user_subscription(
         conn,
         user.id,
@@ -151,26 +152,62 @@ async def _apply(
         customer_id=change.customer_id,
         subscription_id=change.subscription_id,
         event_at=event.created,
+        # PRO answers were counted too: back on FREE, the free credits start from none used.
+        restart_period=user.plan == PRO and change.plan == FREE,
     )
     log.info("user %s is now %s (subscription %s)", user.id, change.plan, change.subscription_id)
     return Outcome.APPLIED
 
 
-async def checkout_url(billing: StripeBilling | None, user: User, public_url: str) -> str:
-    """Where to send the user to pay for Pro: a new subscription Checkout Session."""
+def _warn_if_paid_twice(user: User, change: PlanChange, event: BillingEvent) -> None:
+    """Checkout refuses a customer Stripe already bills, but two Checkouts opened at once can
+    both be paid: an operator refunds one (the handler never calls Stripe back)."""
+    current = user.stripe_subscription_id
+    if event.type == CHECKOUT_COMPLETED and user.plan == PRO and current is not None:
+        if change.subscription_id not in (None, current):
+            log.warning(
+                "user %s pays two subscriptions (%s and %s): cancel and refund one",
+                user.id,
+                current,
+                change.subscription_id,
+            )
+
+
+async def checkout_url(
+    billing: StripeBilling | None, pool: asyncpg.Pool, user: User, public_url: str
+) -> str:
+    """Where to send the user to pay for Pro: a new subscription Checkout Session, or the
+    customer portal when Stripe already bills them (the webhook may not have arrived yet)."""
     if billing is None:
         raise NotFound(UPGRADES_CLOSED_MESSAGE)
     try:
+        customer_id = user.stripe_customer_id or await _new_customer(billing, pool, user)
+        live = await billing.live_subscriptions(customer_id)
+        if live:
+            log.info("user %s already has subscription %s: sent to the portal", user.id, live[0])
+            return await billing.portal_url(customer_id, public_url + PORTAL_RETURN_PATH)
         return await billing.checkout_url(
             user_id=user.id,
             email=user.email,
-            customer_id=user.stripe_customer_id,
+            customer_id=customer_id,
             success_url=public_url + SUCCESS_PATH,
             cancel_url=public_url + CANCEL_PATH,
         )
     except BillingUnavailable as error:
         log.warning("checkout for user %s failed: %s", user.id, error)
         raise PaymentsUnavailable(PAYMENTS_UNAVAILABLE_MESSAGE) from error
+
+
+async def _new_customer(billing: StripeBilling, pool: asyncpg.Pool, user: User) -> str:
+    """The user's Stripe customer, made before their first Checkout so that every Checkout (and
+    the check for a subscription already paid) goes through one customer; two at once keep the
+    first stored."""
+    created = await billing.create_customer(user_id=user.id, email=user.email)
+    async with connection(pool) as conn:
+        stored = await repository.update_user_stripe_customer(conn, user.id, created)
+    if stored is None:
+        raise NotFound("No such user.")
+    return stored
 
 
 async def portal_url(billing: StripeBilling | None, user: User, public_url: str) -> str:

@@ -1,8 +1,8 @@
 """GET /api/usage: the signed-in user's plan, credits and generations of the current period.
 
-The period is the user's credit period (a UTC calendar month), rolled forward when the user is
-loaded, so the credits and the counted generations cover the same month; its end is when the
-free credits renew.
+The period is the user's credit period (a UTC calendar month, or its rest after a PRO user went
+back to FREE), rolled forward when the user is loaded, so the credits and the counted
+generations cover the same time; its end is when the free credits renew.
 """
 
 from __future__ import annotations

@@ -626,6 +626,21 @@ async def lock_user_by_stripe_customer(conn: asyncpg.Connection, customer_id: st
     return _user(row)
 
 
+async def update_user_stripe_customer(
+    conn: asyncpg.Connection, user_id: int, customer_id: str
+) -> str | None:
+    """Give the user this Stripe customer unless they have one; the one they have now."""
+    return await conn.fetchval(
+        """
+        UPDATE users SET stripe_customer_id = coalesce(stripe_customer_id, $2)
+        WHERE id = $1
+        RETURNING stripe_customer_id
+        """,
+        user_id,
+        customer_id,
+    )
+
+
 async def insert_stripe_event(
     conn: asyncpg.Connection, event_id: str, event_type: str, created: datetime
 ) -> bool:
@@ -650,14 +665,25 @@ async def update_user_subscription(
     customer_id: str | None,
     subscription_id: str | None,
     event_at: datetime,
+    restart_period: bool = False,
 ) -> User | None:
-    """Set the plan a subscription event asks for, with the ids and time of that event."""
+    """Set the plan a subscription event asks for, with the ids and time of that event.
+
+    `restart_period` starts a credit period now with nothing used (a PRO user back on FREE):
+    generations charged before belong to the period that ends here. Its end stays, unless that
+    has passed, when the period is the current month as `roll_credit_period` would make it.
+    """
     row = await conn.fetchrow(
         f"""
         UPDATE users SET plan = $2,
                          stripe_customer_id = coalesce($3, stripe_customer_id),
                          stripe_subscription_id = coalesce($4, stripe_subscription_id),
-                         stripe_event_at = $5
+                         stripe_event_at = $5,
+                         period_start = CASE WHEN $6 THEN now() ELSE period_start END,
+                         period_end = CASE WHEN $6 AND period_end <= now()
+                                           THEN {MONTH_START} + interval '1 month'
+                                           ELSE period_end END,
+                         credits_used = CASE WHEN $6 THEN 0 ELSE credits_used END
         WHERE id = $1
         RETURNING {USER_COLUMNS}
         """,
@@ -666,6 +692,7 @@ async def update_user_subscription(
         customer_id,
         subscription_id,
         event_at,
+        restart_period,
     )
     return _user(row)
 

@@ -32,8 +32,9 @@ async def checkout() -> ResponseTypes:
     user = await signed_in_user()
     if is_unlimited(user):
         return redirect("/pricing", 303)
-    settings = runtime().settings
-    return redirect(await billing.checkout_url(runtime().billing, user, settings.public_url), 303)
+    rt = runtime()
+    url = await billing.checkout_url(rt.billing, rt.pool, user, rt.settings.public_url)
+    return redirect(url, 303)
 
 
 @blueprint.get("/success")

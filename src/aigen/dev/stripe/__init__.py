@@ -8,7 +8,8 @@ The real ``stripe`` SDK works against it unchanged::
 
 API: ``POST /v1/checkout/sessions``, ``GET /v1/checkout/sessions/<id>`` (and ``/line_items``,
 ``POST .../expire``), ``POST /v1/billing_portal/sessions``, ``GET /v1/prices/<id>``,
-``POST /v1/customers``, ``GET /v1/customers/<id>``, ``GET|DELETE /v1/subscriptions/<id>``,
+``POST /v1/customers``, ``GET /v1/customers/<id>``, ``GET /v1/subscriptions`` (by ``customer``
+and ``status``), ``GET|DELETE /v1/subscriptions/<id>``,
 ``GET /v1/events/<id>``; top-level ``expand[]``; ``Idempotency-Key`` replays. Pages:
 ``/pay/<session>`` (Pay completes the session and sends signed webhooks) and ``/portal/<id>``
 (Cancel subscription). Admin API under ``/_fake`` (see ``admin.py`` and ``FakeStripeAdmin``).

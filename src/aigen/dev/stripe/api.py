@@ -184,6 +184,13 @@ def retrieve_customer(params: Params, customer_id: str) -> JsonObject:
     return current_state().get("customer", customer_id)
 
 
+@blueprint.get("/v1/subscriptions")
+@stripe_endpoint
+def list_subscriptions(params: Params) -> JsonObject:
+    """List subscriptions (``customer``, ``status``, ``limit`` and the cursors are honoured)."""
+    return billing.list_subscriptions(current_state(), params)
+
+
 @blueprint.get("/v1/subscriptions/<subscription_id>")
 @stripe_endpoint
 def retrieve_subscription(params: Params, subscription_id: str) -> JsonObject:

@@ -13,6 +13,7 @@ from aigen.dev.stripe.objects import (
     checkout_session_json,
     customer_json,
     line_item_json,
+    list_json,
     portal_session_json,
     price_json,
     subscription_json,
@@ -59,6 +60,17 @@ CUSTOMER_PARAMS = frozenset(
     "preferred_locales shipping source tax tax_exempt tax_id_data test_clock validate".split()
 )
 CANCEL_PARAMS = frozenset({"cancellation_details", "expand", "invoice_now", "prorate"})
+SUBSCRIPTION_LIST_PARAMS = frozenset(
+    "automatic_tax collection_method created current_period_end current_period_start customer "
+    "customer_account ending_before expand limit price starting_after status test_clock".split()
+)
+SUBSCRIPTION_STATUSES = (
+    "active all canceled ended incomplete incomplete_expired past_due paused trialing "
+    "unpaid".split()
+)
+ENDED_SUBSCRIPTION_STATUSES = frozenset({"canceled", "incomplete_expired"})
+DEFAULT_LIST_LIMIT = 10
+MAX_LIST_LIMIT = 100
 SUPPORTED_MODES = ("payment", "subscription")
 SESSION_ID_TEMPLATE = "{CHECKOUT_SESSION_ID}"
 EVENT_TYPE = re.compile(r"^[a-z_]+(\.[a-z_]+)+$")
@@ -265,6 +277,56 @@ def customer_subscriptions(state: FakeStripeState, customer_id: str) -> list[Jso
     """The customer's subscriptions, oldest first."""
     found = state.objects["subscription"].values()
     return [sub for sub in found if sub["customer"] == customer_id]
+
+
+def list_subscriptions(state: FakeStripeState, params: Params) -> JsonObject:
+    """``GET /v1/subscriptions``: newest first; by default every one not canceled."""
+    reject_unknown(params, SUBSCRIPTION_LIST_PARAMS)
+    customer = optional_str(params, "customer")
+    if customer is not None:
+        state.get("customer", customer, param="customer", status=400)
+    wanted = (
+        None if params.get("status") is None else one_of(params, "status", SUBSCRIPTION_STATUSES)
+    )
+    found = [
+        sub
+        for sub in reversed(state.objects["subscription"].values())
+        if customer in (None, sub["customer"]) and _status_listed(sub["status"], wanted)
+    ]
+    return _list_page(found, params, "/v1/subscriptions")
+
+
+def _status_listed(status: str, wanted: str | None) -> bool:
+    if wanted is None:
+        return status != "canceled"
+    if wanted == "all":
+        return True
+    if wanted == "ended":
+        return status in ENDED_SUBSCRIPTION_STATUSES
+    return status == wanted
+
+
+def _list_page(found: list[JsonObject], params: Params, url: str) -> JsonObject:
+    """One page of a list, cut by ``limit`` and the ``starting_after``/``ending_before`` cursor."""
+    limit = optional_int(params, "limit")
+    limit = DEFAULT_LIST_LIMIT if limit is None else limit
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise StripeError(
+            400, f"Invalid limit: must be between 1 and {MAX_LIST_LIMIT}", param="limit"
+        )
+    ids = [obj["id"] for obj in found]
+    for name in ("starting_after", "ending_before"):
+        cursor = optional_str(params, name)
+        if cursor is not None and cursor not in ids:
+            raise StripeError(
+                400, f"No such object: '{cursor}'", code="resource_missing", param=name
+            )
+    after, before = optional_str(params, "starting_after"), optional_str(params, "ending_before")
+    if after is not None:
+        found = found[ids.index(after) + 1 :]
+    elif before is not None:
+        found = found[: ids.index(before)][-limit:]
+    return {**list_json(found[:limit], url), "has_more": len(found) > limit}
 
 
 def cancel_subscription(
