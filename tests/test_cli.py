@@ -230,3 +230,23 @@ def test_serve_on_a_busy_port_says_so_in_one_line(
     assert len(err.strip().splitlines()) == 1, err
     assert f"port {port}" in err and f"make run PORT={port + 1}" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        ("127.0.0.1", 8001, "http://127.0.0.1:8001"),
+        ("0.0.0.0", 8000, "http://127.0.0.1:8000"),
+        ("localhost", 9000, "http://localhost:9000"),
+    ],
+)
+def test_development_public_url_follows_the_port_served(
+    host: str, port: int, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run PORT=8001`: sign-in and Stripe's webhooks must come back to 8001, not 8000."""
+    from aigen.cli import _development_public_url
+
+    monkeypatch.delenv("PUBLIC_URL", raising=False)
+    assert _development_public_url(host, port) == {"PUBLIC_URL": expected}
+    monkeypatch.setenv("PUBLIC_URL", "https://dev.example.com")
+    assert _development_public_url(host, port) == {}

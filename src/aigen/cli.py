@@ -86,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     with ExitStack() as stack:
         if not settings.is_production:
+            if args.command == "serve":
+                os.environ.update(_development_public_url(args.host, args.port))
             os.environ.update(_start_stand_ins(settings, stack, serving=args.command == "serve"))
             settings = load_settings()
         if args.command == "serve":
@@ -97,6 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "doctor":
             return asyncio.run(doctor(settings.required_database_url))
         return asyncio.run(manage_users(settings, args))
+
+
+def _development_public_url(host: str, port: int) -> dict[str, str]:
+    """Without PUBLIC_URL, development's address is the one served (`make run PORT=8001`): the
+    sign-in callback and the Stripe stand-in's webhooks must come back to this very port."""
+    if os.environ.get("PUBLIC_URL", "").strip():
+        return {}
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return {"PUBLIC_URL": f"http://{shown}:{port}"}
 
 
 def port_is_taken(host: str, port: int) -> bool:

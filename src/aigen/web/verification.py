@@ -31,8 +31,11 @@ OUTCOME_STATUS = {
 async def verify_email() -> tuple[str, int]:
     """Follow the link from the mail and say what happened."""
     outcome, link_owner = await runtime().verification.follow_link(request.args.get("token", ""))
-    # The layout shows `user` as whoever is signed in, who may not own the link.
+    # The layout shows `user` as whoever is signed in, who may not own the link; when they do,
+    # their row as the link left it (the one read before it was followed is stale).
     user = await user_if_signed_in()
+    if user is not None and link_owner is not None and link_owner.id == user.id:
+        user = link_owner
     body = await render_template(
         "verification/result.html",
         outcome=outcome.value,
