@@ -378,3 +378,17 @@ async def test_checkout_after_a_cancelled_subscription_reuses_the_customer(
     assert second.startswith("cs_test_")
     sessions = [r for r in await fake_stripe.requests() if r["path"] == "/v1/checkout/sessions"]
     assert [s["params"]["customer"] for s in sessions] == [state["stripe_customer_id"]] * 2
+
+
+async def test_checkout_replaces_a_customer_stripe_no_longer_knows(
+    billing_app: Served, fake_stripe: FakeStripeServer, db
+) -> None:
+    """Deleted in Stripe, or the development stand-in restarted: a new customer, not a 503 (QA)."""
+    ada = await make_user(db)
+    await db.execute("UPDATE users SET stripe_customer_id = 'cus_gone' WHERE id = $1", ada.id)
+    session = await start_checkout(billing_app.app, ada)
+    assert session.startswith("cs_test_")
+    replaced = (await billing_state(db, ada.id))["stripe_customer_id"]
+    assert replaced not in (None, "cus_gone")
+    sessions = [r for r in await fake_stripe.requests() if r["path"] == "/v1/checkout/sessions"]
+    assert sessions[-1]["params"]["customer"] == replaced

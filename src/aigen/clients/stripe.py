@@ -37,6 +37,10 @@ class BillingUnavailable(Exception):
     """Stripe could not be reached, or refused what we asked (the message says which)."""
 
 
+class CustomerMissing(BillingUnavailable):
+    """Stripe knows no such customer (deleted there, or a development stand-in restarted)."""
+
+
 class InvalidEvent(Exception):
     """A webhook whose signature is missing, forged or too old, or whose body is no event."""
 
@@ -126,7 +130,7 @@ class StripeBilling:
         try:
             session = await self._client.v1.checkout.sessions.create_async(params)
         except stripe.StripeError as error:
-            raise BillingUnavailable(f"Stripe refused the checkout: {_reason(error)}") from error
+            raise _refusal("the checkout", error) from error
         if not session.url:
             raise BillingUnavailable("Stripe returned a checkout session without a URL")
         return session.url
@@ -151,7 +155,7 @@ class StripeBilling:
                 if subscription.status in LIVE_SUBSCRIPTION_STATUSES
             ]
         except stripe.StripeError as error:
-            raise BillingUnavailable(f"Stripe refused the list: {_reason(error)}") from error
+            raise _refusal("the list", error) from error
 
     async def portal_url(self, customer_id: str, return_url: str) -> str:
         """A customer portal session (manage or cancel the subscription); its URL."""
@@ -200,6 +204,17 @@ class StripeBilling:
     async def aclose(self) -> None:
         """Close the HTTP connections (at shutdown)."""
         await self._http.close_async()
+
+
+def _refusal(what: str, error: stripe.StripeError) -> BillingUnavailable:
+    """CustomerMissing when the customer named is unknown to Stripe, else BillingUnavailable."""
+    unknown_customer = (
+        isinstance(error, stripe.InvalidRequestError)
+        and error.code == "resource_missing"
+        and (error.param or "customer") == "customer"
+    )
+    kind = CustomerMissing if unknown_customer else BillingUnavailable
+    return kind(f"Stripe refused {what}: {_reason(error)}")
 
 
 def _reason(error: stripe.StripeError) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from aigen.clients.stripe import BillingEvent, BillingUnavailable, StripeBilling
+from aigen.clients.stripe import BillingEvent, BillingUnavailable, CustomerMissing, StripeBilling
 from aigen.core.database import connection
 from aigen.core.errors import NotFound, PaymentsUnavailable
 from aigen.core.plans import FREE, PRO
@@ -181,21 +181,34 @@ async def checkout_url(
     if billing is None:
         raise NotFound(UPGRADES_CLOSED_MESSAGE)
     try:
-        customer_id = user.stripe_customer_id or await _new_customer(billing, pool, user)
-        live = await billing.live_subscriptions(customer_id)
-        if live:
-            log.info("user %s already has subscription %s: sent to the portal", user.id, live[0])
-            return await billing.portal_url(customer_id, public_url + PORTAL_RETURN_PATH)
-        return await billing.checkout_url(
-            user_id=user.id,
-            email=user.email,
-            customer_id=customer_id,
-            success_url=public_url + SUCCESS_PATH,
-            cancel_url=public_url + CANCEL_PATH,
-        )
+        try:
+            return await _checkout_or_portal(billing, pool, user, public_url)
+        except CustomerMissing as missing:
+            # Stripe no longer knows the stored customer: start over with a new one, once.
+            log.warning("user %s: %s; a new Stripe customer replaces it", user.id, missing)
+            replaced = await _replace_customer(billing, pool, user)
+            return await _checkout_or_portal(billing, pool, replaced, public_url)
     except BillingUnavailable as error:
         log.warning("checkout for user %s failed: %s", user.id, error)
         raise PaymentsUnavailable(PAYMENTS_UNAVAILABLE_MESSAGE) from error
+
+
+async def _checkout_or_portal(
+    billing: StripeBilling, pool: asyncpg.Pool, user: User, public_url: str
+) -> str:
+    """A Checkout Session, or the portal when one of the customer's subscriptions still bills."""
+    customer_id = user.stripe_customer_id or await _new_customer(billing, pool, user)
+    live = await billing.live_subscriptions(customer_id)
+    if live:
+        log.info("user %s already has subscription %s: sent to the portal", user.id, live[0])
+        return await billing.portal_url(customer_id, public_url + PORTAL_RETURN_PATH)
+    return await billing.checkout_url(
+        user_id=user.id,
+        email=user.email,
+        customer_id=customer_id,
+        success_url=public_url + SUCCESS_PATH,
+        cancel_url=public_url + CANCEL_PATH,
+    )
 
 
 async def _new_customer(billing: StripeBilling, pool: asyncpg.Pool, user: User) -> str:
@@ -208,6 +221,18 @@ async def _new_customer(billing: StripeBilling, pool: asyncpg.Pool, user: User) 
     if stored is None:
         raise NotFound("No such user.")
     return stored
+
+
+async def _replace_customer(billing: StripeBilling, pool: asyncpg.Pool, user: User) -> User:
+    """A new Stripe customer in place of the one Stripe no longer knows; the updated row."""
+    created = await billing.create_customer(user_id=user.id, email=user.email)
+    async with connection(pool) as conn:
+        replaced = await repository.replace_user_stripe_customer(
+            conn, user.id, user.stripe_customer_id, created
+        )
+    if replaced is None:
+        raise NotFound("No such user.")
+    return replaced
 
 
 async def portal_url(billing: StripeBilling | None, user: User, public_url: str) -> str:

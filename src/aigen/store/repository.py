@@ -641,6 +641,25 @@ async def update_user_stripe_customer(
     )
 
 
+async def replace_user_stripe_customer(
+    conn: asyncpg.Connection, user_id: int, missing: str | None, customer_id: str
+) -> User | None:
+    """Put a new Stripe customer in place of one Stripe no longer knows (unless another request
+    replaced it first: then the row as that left it)."""
+    row = await conn.fetchrow(
+        f"""
+        UPDATE users SET stripe_customer_id = CASE
+            WHEN stripe_customer_id IS NOT DISTINCT FROM $2 THEN $3 ELSE stripe_customer_id END
+        WHERE id = $1
+        RETURNING {USER_COLUMNS}
+        """,
+        user_id,
+        missing,
+        customer_id,
+    )
+    return _user(row)
+
+
 async def insert_stripe_event(
     conn: asyncpg.Connection, event_id: str, event_type: str, created: datetime
 ) -> bool:
