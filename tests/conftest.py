@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+import redis.asyncio
 from quart import Quart
 from quart.typing import TestClientProtocol
 
@@ -21,6 +23,7 @@ from aigen.store.repository import User
 from tests.helpers import (
     ROOT,
     STRIPE_WEBHOOK_SECRET,
+    TEST_REDIS_URL,
     TEST_SECRET_KEY,
     make_user,
     recreate_database,
@@ -60,6 +63,18 @@ async def empty_database(database_url: str) -> AsyncIterator[str]:
     name = f"{TEST_DATABASE}_scratch"
     await recreate_database(database_url, name)
     yield with_database(database_url, name)
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """Rate-limit keys of this test's own on the shared Redis, deleted afterwards."""
+    prefix = f"aigen-test:{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.asyncio.Redis.from_url(TEST_REDIS_URL)
+    keys = [key async for key in client.scan_iter(match=prefix + "*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
 
 
 @pytest.fixture(scope="session")

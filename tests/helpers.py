@@ -36,6 +36,8 @@ from aigen.store.repository import User
 from aigen.web.current_user import session_auth_id
 
 ROOT = Path(__file__).resolve().parents[1]
+# The Redis the rate-limit tests use (.ci/run sets it; a key prefix of its own per test).
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-for-production-0123456789"
 GENERATE = "/api/generate"
 STRIPE_WEBHOOK_SECRET = "whsec_aigen_tests"

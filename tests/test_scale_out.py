@@ -13,23 +13,20 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-import redis.asyncio
 
 from aigen.app import create_app
 from aigen.dev.anthropic import FakeAnthropicServer
 from aigen.dev.serving import LOOPBACK, find_free_port
-from tests.helpers import GENERATE, ROOT, auth_cookie, counts, make_user
+from tests.helpers import GENERATE, ROOT, TEST_REDIS_URL, auth_cookie, counts, make_user
 from tests.pgbouncer import Bouncer, running_pgbouncer
 
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
 LIMIT = 5
@@ -43,18 +40,6 @@ def bouncer(database_url: str) -> Iterator[Bouncer]:
     """PgBouncer in front of the test server."""
     with running_pgbouncer(database_url) as running:
         yield running
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    """Rate-limit keys of this test's own on the shared Redis, deleted afterwards."""
-    prefix = f"aigen-test:{uuid.uuid4().hex}:"
-    yield prefix
-    client = redis.asyncio.Redis.from_url(TEST_REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.fixture

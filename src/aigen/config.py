@@ -389,7 +389,7 @@ def _check_encrypted_transport(settings: Settings, errors: list[str]) -> None:
 def _smtp_is_encrypted(url: str) -> bool:
     """Implicit TLS, required STARTTLS, or a relay on loopback."""
     smtp = parse_smtp_url(url)
-    return smtp.use_tls or smtp.start_tls is True or _is_local(smtp.hostname)
+    return smtp.use_tls or smtp.start_tls is True or is_local_host(smtp.hostname)
 
 
 def _database_is_encrypted(url: str) -> bool:
@@ -402,13 +402,13 @@ def _database_is_encrypted(url: str) -> bool:
     netloc_hosts = parts.netloc.rpartition("@")[2]
     hosts += [_without_port(host) for host in netloc_hosts.split(",") if host]
     # No host at all: libpq and asyncpg use the local Unix socket.
-    return all(host.startswith("/") or _is_local(host) for host in hosts)
+    return all(host.startswith("/") or is_local_host(host) for host in hosts)
 
 
 def _redis_is_encrypted(url: str) -> bool:
     """rediss://, a Unix socket, or a server on loopback."""
     parts = urlsplit(url)
-    return parts.scheme in ("rediss", "unix") or _is_local(parts.hostname or "")
+    return parts.scheme in ("rediss", "unix") or is_local_host(parts.hostname or "")
 
 
 def _without_port(host: str) -> str:
@@ -418,7 +418,7 @@ def _without_port(host: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
-def _is_local(host: str) -> bool:
+def is_local_host(host: str) -> bool:
     """A loopback name or address: traffic to it never leaves the machine."""
     if host == "localhost":
         return True

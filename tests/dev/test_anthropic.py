@@ -18,13 +18,13 @@ import httpx2
 import pytest
 from quart import Quart
 
+from aigen.config import is_local_host
 from aigen.dev.anthropic import (
     FakeAnthropicAdmin,
     FakeAnthropicServer,
     compose_reply,
     count_tokens,
     create_fake_anthropic_app,
-    is_loopback,
     parse_args,
     tokenize,
 )
@@ -787,7 +787,7 @@ def test_server_can_be_stopped_twice_and_url_needs_start() -> None:
     ],
 )
 def test_cli_binds_only_to_loopback(host: str, allowed: bool) -> None:
-    assert is_loopback(host) is allowed
+    assert is_local_host(host) is allowed
     if allowed:
         assert parse_args(["--host", host]).host == host
     else:

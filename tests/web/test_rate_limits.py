@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis.asyncio
 from quart import Quart
 
 from aigen.app import create_app
@@ -31,6 +29,7 @@ from aigen.web.runtime import EXTENSION_KEY, Runtime
 from tests.helpers import (
     GENERATE,
     ROOT,
+    TEST_REDIS_URL,
     announced_dev_defaults,
     auth_id,
     counts,
@@ -38,7 +37,6 @@ from tests.helpers import (
     signed_in,
 )
 
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
 HEADER_NAMES = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
 
@@ -60,18 +58,6 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port}")
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    """A key prefix of this test's own on the shared Redis, deleted afterwards."""
-    prefix = f"aigen-test:{uuid.uuid4().hex}:"
-    yield prefix
-    client = redis.asyncio.Redis.from_url(TEST_REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.fixture

@@ -55,7 +55,6 @@ from aigen.dev.anthropic.server import (
     DEFAULT_PORT,
     FakeAnthropicAdmin,
     FakeAnthropicServer,
-    is_loopback,
     main,
     parse_args,
 )
@@ -73,7 +72,6 @@ __all__ = [
     "count_tokens",
     "create_fake_anthropic_app",
     "finish_reply",
-    "is_loopback",
     "main",
     "normalize_behavior",
     "parse_args",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
+from aigen.config import is_local_host
 from aigen.dev.anthropic.app import create_fake_anthropic_app
 from aigen.dev.serving import (
     LOOPBACK,
@@ -120,16 +120,6 @@ class FakeAnthropicServer:
 # --- command line ----------------------------------------------------------------------------
 
 
-def is_loopback(host: str) -> bool:
-    """Tell whether a host name or address only accepts local connections."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line of ``python -m aigen.dev.anthropic``."""
     parser = argparse.ArgumentParser(
@@ -142,7 +132,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-delay-ms", type=int, default=20, help="delay between deltas")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback host")
     args = parser.parse_args(argv)
-    if not (args.allow_remote or is_loopback(args.host)):
+    if not (args.allow_remote or is_local_host(args.host)):
         parser.error(f"refusing to listen on {args.host}: pass --allow-remote to mean it")
     return args
 
