@@ -37,6 +37,7 @@ async def test_the_document_covers_the_api_and_every_status(client) -> None:
     generate = document["paths"]["/api/generate"]["post"]
     assert set(generate["responses"]) == GENERATE_STATUSES
     assert "application/json" in generate["requestBody"]["content"]
+    assert set(generate["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
     usage = document["paths"]["/api/usage"]["get"]
     assert {"200", "401"} <= set(usage["responses"])
     schemes = document["components"]["securitySchemes"]

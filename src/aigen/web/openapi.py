@@ -34,6 +34,21 @@ TITLE = "aigen"
 VERSION = "1"
 SECURITY_SCHEME = "session_cookie"
 BEARER_SCHEME = "api_key"
+EVENT_STREAM = "text/event-stream"
+STREAM_DESCRIPTION = (
+    " Streamed (`stream: true`): the events start {id}, delta {text} (one per text delta), then"
+    " done {id, usage, credits} or error {error, retryable}, each as `event:` and one `data:` line"
+    " of JSON, with `: keep-alive` comments while Claude is silent."
+)
+# One server-sent event as OpenAPI 3.1 tools read a stream: its name, and one line of JSON.
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["start", "delta", "done", "error"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
 # Answers carry exactly these fields; a request may carry more (they are ignored).
 EXACT = ConfigDict(extra="forbid")
 
@@ -41,9 +56,11 @@ Count = Annotated[int, Field(ge=0)]
 
 
 class GenerateRequest(TypedDict):
-    """A prompt: not blank, at most MAX_PROMPT_CHARS characters, without NUL characters."""
+    """A prompt: not blank, at most MAX_PROMPT_CHARS characters, without NUL characters. With
+    `"stream": true` (or `Accept: text/event-stream`) the 200 answer is server-sent events."""
 
     prompt: Annotated[str, Field(min_length=1, pattern=r"\S")]
+    stream: NotRequired[bool | None]
 
 
 @with_config(EXACT)
@@ -272,7 +289,11 @@ class APIDocument(OpenAPIProvider):
         """As quart-schema builds it, but a 204 (NoContent) has no content at all."""
         if model is NoContent:
             return {"description": NoContent.__doc__ or ""}, {}
-        return super().build_response_object(model, headers_model)
+        response, definitions = super().build_response_object(model, headers_model)
+        if model is Generated:
+            response["content"][EVENT_STREAM] = {"schema": SSE_EVENT_SCHEMA}
+            response["description"] += STREAM_DESCRIPTION
+        return response, definitions
 
 
 def init_app(app: Quart) -> None:
