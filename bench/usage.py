@@ -15,13 +15,16 @@ import statistics
 import sys
 import time
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path
 
 import asyncpg
 
-from aigen.core.usage import month_period
-from aigen.store import repository
-from aigen.store.migrations import migrate
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # this checkout's code, also as a plain script
+
+from aigen.core.usage import month_period  # noqa: E402
+from aigen.store import repository  # noqa: E402
+from bench.harness.database import scratch_connection, without_index  # noqa: E402
 
 BENCH_DATABASE = "aigen_bench_usage"
 GENERATIONS = 100_000
@@ -30,20 +33,8 @@ USAGE_INDEX = "generations_user_created_usage_idx"
 
 
 async def main(admin_url: str) -> None:
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
-    url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{BENCH_DATABASE}"))
-    try:
-        await migrate(url)
-        conn = await asyncpg.connect(url, server_settings={"timezone": "UTC"})
-        try:
-            await run(conn)
-        finally:
-            await conn.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-        await admin.close()
+    async with scratch_connection(admin_url, BENCH_DATABASE) as conn:
+        await run(conn)
 
 
 async def run(conn: asyncpg.Connection) -> None:
@@ -56,17 +47,8 @@ async def run(conn: asyncpg.Connection) -> None:
         f" input={usage.input_tokens:,} output={usage.output_tokens:,} days={len(usage.daily)}"
     )
     await report(conn, "with the usage index", user_id, start, end)
-    try:
-        async with conn.transaction():
-            await conn.execute(f"DROP INDEX {USAGE_INDEX}")
-            await report(conn, "without it (generations_user_newest_idx)", user_id, start, end)
-            raise Undo
-    except Undo:
-        pass
-
-
-class Undo(Exception):
-    """Raised to roll the DROP INDEX back."""
+    async with without_index(conn, USAGE_INDEX):
+        await report(conn, "without it (generations_user_newest_idx)", user_id, start, end)
 
 
 async def fill(conn: asyncpg.Connection, start: datetime, end: datetime) -> int:

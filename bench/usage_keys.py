@@ -17,13 +17,16 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path
 
 import asyncpg
 
-from aigen.core.usage import month_period
-from aigen.store import repository
-from aigen.store.migrations import migrate
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # this checkout's code, also as a plain script
+
+from aigen.core.usage import month_period  # noqa: E402
+from aigen.store import repository  # noqa: E402
+from bench.harness.database import scratch_connection, without_index  # noqa: E402
 
 BENCH_DATABASE = "aigen_bench_usage_keys"
 GENERATIONS = 100_000
@@ -32,20 +35,8 @@ KEY_INDEX = "generations_user_key_usage_idx"
 
 
 async def main(admin_url: str) -> None:
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
-    url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{BENCH_DATABASE}"))
-    try:
-        await migrate(url)
-        conn = await asyncpg.connect(url, server_settings={"timezone": "UTC"})
-        try:
-            await run(conn)
-        finally:
-            await conn.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-        await admin.close()
+    async with scratch_connection(admin_url, BENCH_DATABASE) as conn:
+        await run(conn)
 
 
 async def run(conn: asyncpg.Connection) -> None:
@@ -70,18 +61,9 @@ async def run(conn: asyncpg.Connection) -> None:
     await timed("usage report (totals, days and keys, one snapshot)", report)
     await timed("select_usage_by_key with its partial index", per_key)
     await plan(conn, user_id, start, end)
-    try:
-        async with conn.transaction():
-            await conn.execute(f"DROP INDEX {KEY_INDEX}")
-            await timed("select_usage_by_key without it", per_key)
-            await plan(conn, user_id, start, end)
-            raise Undo
-    except Undo:
-        pass
-
-
-class Undo(Exception):
-    """Raised to roll the DROP INDEX back."""
+    async with without_index(conn, KEY_INDEX):
+        await timed("select_usage_by_key without it", per_key)
+        await plan(conn, user_id, start, end)
 
 
 async def fill(conn: asyncpg.Connection, start: datetime, end: datetime) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import asyncpg
 from tests.helpers import recreate_database, with_database
 
@@ -18,6 +21,40 @@ async def fresh_database(admin_url: str, name: str = BENCH_DATABASE) -> str:
     url = with_database(admin_url, name)
     await migrate(url)
     return url
+
+
+@asynccontextmanager
+async def scratch_connection(admin_url: str, name: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection (in UTC) to a fresh, migrated database `name`, dropped afterwards."""
+    url = await fresh_database(admin_url, name)
+    try:
+        conn = await asyncpg.connect(url, server_settings={"timezone": "UTC"})
+        try:
+            yield conn
+        finally:
+            await conn.close()
+    finally:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+class _Undo(Exception):
+    """Raised to roll a temporary schema change back."""
+
+
+@asynccontextmanager
+async def without_index(conn: asyncpg.Connection, index: str) -> AsyncIterator[None]:
+    """Run the block with `index` dropped inside a transaction that is then rolled back."""
+    try:
+        async with conn.transaction():
+            await conn.execute(f"DROP INDEX {index}")
+            yield
+            raise _Undo
+    except _Undo:
+        pass
 
 
 async def seed_users(url: str, count: int) -> list[int]:
