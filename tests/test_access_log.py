@@ -8,7 +8,7 @@ import logging
 import httpx
 import pytest
 
-from aigen.access_log import escape
+from aigen.access_log import ACCESS_LOG_FORMAT, AccessFields, EscapedAtoms, escape
 from aigen.app import create_app
 from aigen.cli import hypercorn_config
 from aigen.config import load_settings
@@ -68,3 +68,36 @@ async def test_a_forged_path_stays_on_one_escaped_line(
         assert line.isprintable(), repr(line)  # no newline, NUL or other control character
     assert '"GET /x\\x0a10.0.0.1:1 \\x22GET /admin HTTP/1.1\\x22 200 2 0.1s 1.1" 404' in forged[0]
     assert '"GET /nul\\x00byte 1.1" 404' in forged[1]
+
+
+def scope(path: str, client: tuple[str, int] | None = ("10.0.0.7", 5123)) -> dict[str, object]:
+    return {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "query_string": b"code=secret",
+        "headers": [(b"user-agent", b"curl/8\nforged"), (b"host", b"example.test")],
+        "client": client,
+    }
+
+
+@pytest.mark.parametrize(
+    ("request_scope", "response"),
+    [
+        (scope("/api/generate"), {"status": 200, "headers": [(b"Content-Length", b"312")]}),
+        (scope('/x\n"y\x00'), {"status": 404, "headers": []}),
+        (scope("/healthz", client=None), None),
+    ],
+)
+def test_our_fields_are_hypercorns_escaped(
+    request_scope: dict[str, object], response: dict[str, object] | None
+) -> None:
+    """The fields computed directly read as hypercorn's own atoms, escaped, would."""
+    ours = AccessFields(request_scope, response, 0.0123)  # type: ignore[arg-type]
+    theirs = EscapedAtoms(request_scope, response, 0.0123)  # type: ignore[arg-type]
+    assert ACCESS_LOG_FORMAT % ours == ACCESS_LOG_FORMAT % theirs
+    # A field of another format comes from hypercorn's atoms, escaped too.
+    other_format = "%(a)s %({host}i)s %(q)s"  # as logging applies the format: `%` with a mapping
+    assert other_format % ours == "curl/8\\x0aforged example.test code=secret"
