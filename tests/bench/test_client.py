@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 from bench.cases.streaming import first_text_at
 from bench.harness.client import encode_request, parse_head, run
-from bench.harness.upstream import UpstreamRecorder
+from bench.harness.upstream import UpstreamState, listen
 
-from aigen.dev.anthropic import compose_reply, create_fake_anthropic_app
+from aigen.dev.anthropic import compose_reply
 from aigen.dev.oidc_provider import find_free_port
-from tests.helpers import served
 
 HEADERS = {"x-api-key": "bench", "anthropic-version": "2023-06-01"}
 
@@ -26,11 +25,11 @@ def message(prompt: str, *, stream: bool) -> str:
 
 
 @pytest.fixture
-async def stamped() -> AsyncIterator[tuple[UpstreamRecorder, int]]:
-    """The stand-in wrapped in the stamping middleware, served on a free port."""
-    middleware = UpstreamRecorder(create_fake_anthropic_app(chunk_delay_ms=5))
-    async with served(middleware) as base_url:  # type: ignore[arg-type]
-        yield middleware, int(base_url.rsplit(":", 1)[1])
+async def stamped() -> AsyncIterator[tuple[UpstreamState, int]]:
+    """The stamping stand-in, served on a free port of this loop."""
+    state = UpstreamState(chunk_delay=0.005)
+    async with await listen(state) as server:
+        yield state, server.sockets[0].getsockname()[1]
 
 
 def spec(port: int, bodies: list[str], **options: Any) -> dict[str, Any]:
@@ -54,16 +53,16 @@ def test_head_gives_status_and_content_type() -> None:
 
 
 async def test_streams_are_stamped_upstream_and_matched_downstream(stamped) -> None:
-    middleware, port = stamped
+    state, port = stamped
     prompts = [f"Bench stream {number}" for number in range(3)]
     bodies = [message(prompt, stream=True) for prompt in prompts]
     outcome = await run(spec(port, bodies, keep_chunks=64))
     assert 1 <= outcome["peak_in_flight"] <= 3
-    assert set(middleware.stamps) == set(prompts)
+    assert set(state.stamps) == set(prompts)
     for prompt, result in zip(prompts, outcome["results"], strict=True):
         assert result["status"] == 200 and result["error"] is None
         assert result["content_type"].startswith("text/event-stream")
-        stamped_at, text = middleware.stamps[prompt]
+        stamped_at, text = state.stamps[prompt]
         assert text and compose_reply(prompt, "claude-bench").startswith(text)
         arrived_at, fallback = first_text_at(result["chunks"], text)
         assert not fallback
@@ -71,11 +70,11 @@ async def test_streams_are_stamped_upstream_and_matched_downstream(stamped) -> N
 
 
 async def test_plain_answers_are_not_stamped(stamped) -> None:
-    middleware, port = stamped
+    state, port = stamped
     outcome = await run(spec(port, [message("Bench plain", stream=False)]))
     [result] = outcome["results"]
     assert result["status"] == 200 and result["content_type"] == "application/json"
-    assert middleware.stamps == {}
+    assert state.stamps == {}
 
 
 async def test_refused_connections_are_counted_as_errors() -> None:

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 from bench.cases.streaming import first_text_at
-from bench.harness.upstream import delta_text, prompt_of
-
-DELTA = (
-    b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0,'
-    b' "delta": {"type": "text_delta", "text": "## \\u00c9t\\u00e9"}}\n\n'
-)
+from bench.harness.upstream import prompt_of
 
 
 def test_first_chunk_carrying_the_text_plain_or_escaped() -> None:
@@ -23,9 +18,7 @@ def test_first_data_line_when_no_chunk_carries_the_text() -> None:
     assert first_text_at([[1.0, ": comment"]], "absent") == (None, False)
 
 
-def test_delta_text_and_prompt_of_the_upstream_wire() -> None:
-    assert delta_text(b"event: ping\ndata: {}\n\n" + DELTA) == "## Été"
-    assert delta_text(b"event: ping\ndata: {}\n\n") == ""
+def test_prompt_of_the_upstream_wire() -> None:
     body = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "yo"}]}'
     assert prompt_of(body) == "yo"
     blocks = b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]}'
