@@ -27,7 +27,7 @@ class Mode:
     held_upstream: float  # seconds the upstream takes in case 4
     held_ramp: float  # seconds over which case 4's requests start
     profile_seconds: float
-    health_rounds: int  # alternate /healthz and the bare app this many times, keep the best
+    rounds: int  # alternate a measure and its ceiling this many times (cases 1, 3), keep the best
     users: int = 10_000
     streams: int = 100
     burst: int = 500
@@ -49,7 +49,7 @@ QUICK = Mode(
     held_upstream=3.0,
     held_ramp=1.0,
     profile_seconds=5,
-    health_rounds=2,
+    rounds=2,
 )
 FULL = Mode(
     "full",
@@ -57,9 +57,9 @@ FULL = Mode(
     warmup=3,
     held=5000,
     held_upstream=20.0,
-    held_ramp=5.0,
+    held_ramp=15.0,
     profile_seconds=15,
-    health_rounds=3,
+    rounds=3,
 )
 
 

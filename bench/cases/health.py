@@ -1,6 +1,6 @@
 """Case 3: /healthz against a bare hypercorn JSON endpoint served the same way, same workers.
 
-The two are measured one after the other, alternating for mode.health_rounds rounds, and the
+The two are measured one after the other, alternating for mode.rounds rounds, and the
 best round of each is kept: on shared cores a round can lose its CPU to a neighbour. Each
 round also records how the CPU split between the workers (hypercorn's workers accept from one
 socket, so wrk's keep-alive connections may not be shared evenly).
@@ -36,7 +36,7 @@ async def run(ctx: Context) -> None:
     bare: list[tuple[WrkResult, list[float]]] = []
     with ExitStack() as stack:
         bare_app = start_bare_app(stack, workers=ctx.mode.workers, log_dir=ctx.folder)
-        for _ in range(ctx.mode.health_rounds):
+        for _ in range(ctx.mode.rounds):
             ours.append(await load(ctx, ctx.app))
             bare.append(await load(ctx, bare_app))
     best_ours, ours_split = max(ours, key=lambda pair: pair[0].ok_rate)

@@ -3,6 +3,9 @@
 The upstream answers at once, so what is measured is the app's own cost per generation: HTTP,
 sign-in, rate limit (a Redis round trip), the two transactions, the SDK call, the JSON answer.
 The ceiling is pgbench running the same two transactions over the same users with 8 clients.
+The two alternate for mode.rounds rounds and the best of each is kept: on shared cores a
+neighbour can take the CPU away from one round, and a ratio of two figures measured minutes
+apart would say more about the neighbour than about the app.
 """
 
 from __future__ import annotations
@@ -53,16 +56,25 @@ async def ceiling(ctx: Context, url: str, mode: str = "prepared") -> PgbenchResu
 async def run(ctx: Context) -> None:
     """Case 1, with `ctx.app` (mode.workers workers)."""
     assert ctx.app is not None
-    database = await ceiling(ctx, ctx.database_url)
     cookies = ctx.cookie_file("cookies.txt", ctx.users)
-    load = load_generations(
-        ctx, ctx.app, ctx.mode.seconds, cookies, ctx.mode.throughput_connections
-    )
-    app, split = await cpu_split(ctx.app.worker_pids(), load)
+    ceilings: list[PgbenchResult] = []
+    rounds: list[tuple[WrkResult, list[float]]] = []
+    for _ in range(ctx.mode.rounds):
+        ceilings.append(await ceiling(ctx, ctx.database_url))
+        load = load_generations(
+            ctx, ctx.app, ctx.mode.seconds, cookies, ctx.mode.throughput_connections
+        )
+        rounds.append(await cpu_split(ctx.app.worker_pids(), load))
+    database = max(ceilings, key=lambda result: result.tps)
+    app, split = max(rounds, key=lambda pair: pair[0].ok_rate)
     share = ratio(app.ok_rate, database.tps)
     ctx.results["1_throughput"] = {
         "app": {**app.to_json(), "worker_cpu_s": split},
         "pgbench": database.to_json(),
+        "rounds": [
+            {"pgbench_tps": database_round.tps, "app_gen_per_s": app_round.ok_rate}
+            for database_round, (app_round, _) in zip(ceilings, rounds, strict=True)
+        ],
         "share_of_ceiling": share,
     }
     ctx.add(
@@ -81,6 +93,7 @@ async def run(ctx: Context) -> None:
             "latency under that load",
             f"p50 {number(app.latency_ms['p50_ms'], 'ms')}, "
             f"p99 {number(app.latency_ms['p99_ms'], 'ms')}",
-            f"errors {app.errors or 'none'}; {split_text(split)}",
+            f"errors {app.errors or 'none'}; {split_text(split)}; best of {ctx.mode.rounds}"
+            " rounds alternating with pgbench",
         ),
     )

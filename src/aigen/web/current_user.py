@@ -72,8 +72,10 @@ def _is_id(text: str) -> bool:
 
 async def check_session() -> None:
     """before_request: load the signed-in user's row once; a stale session is signed out."""
+    if request.endpoint in SESSIONLESS_ENDPOINTS:  # first: reading the cookie has a cost
+        return
     session = _cookie_session()
-    if session is None or request.endpoint in SESSIONLESS_ENDPOINTS:
+    if session is None:
         return
     user = await current_session_user(runtime().pool, *session)
     if user is None:

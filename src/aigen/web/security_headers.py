@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from quart import Quart, Response, request
 
-from aigen.web.current_user import current_user_id
+from aigen.web.current_user import SESSIONLESS_ENDPOINTS, current_user_id
 
 # htmx's indicator styles are switched off in base.html (htmx-config), so no 'unsafe-inline'.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -37,7 +37,7 @@ def never_store() -> bool:
     """Whether the answer holds a user's data: any /api/* answer, any signed-in page."""
     if request.path.startswith(API_PREFIX):
         return True
-    return request.endpoint != "static" and current_user_id() is not None
+    return request.endpoint not in SESSIONLESS_ENDPOINTS and current_user_id() is not None
 
 
 def init_app(app: Quart, *, production: bool, form_targets: tuple[str, ...] = ()) -> None:
@@ -54,10 +54,15 @@ def init_app(app: Quart, *, production: bool, form_targets: tuple[str, ...] = ()
     if production:
         headers["Strict-Transport-Security"] = HSTS
 
+    lowered = [(name.lower(), name, value) for name, value in headers.items()]
+
     @app.after_request
     async def add_security_headers(response: Response) -> Response:
-        for name, value in headers.items():
-            response.headers.setdefault(name, value)
+        # One pass over what the view set (a view may set its own policy), not one per header.
+        present = {name.lower() for name in response.headers.keys()}
+        response.headers.extend(
+            [(name, value) for key, name, value in lowered if key not in present]
+        )
         if never_store():  # nor in the browser's back-forward cache, nor in a shared proxy
             response.headers["Cache-Control"] = NO_STORE
         return response
