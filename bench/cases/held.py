@@ -108,6 +108,10 @@ def report(
         "wall_seconds": outcome["wall_seconds"],
     }
     label = f"{ctx.mode.held:,} held, 1 worker, pool {POOL}, {ctx.mode.held_upstream:g} s upstream"
+    label += f", started over {ctx.mode.held_ramp:g} s"
+    # What one more generation in flight costs in memory: for sizing, beside the target.
+    per_generation_kb = (rss.peak - rss.first) * 1000 / max(outcome["peak_in_flight"], 1)
+    ctx.results["4_held_in_flight"]["rss_kb_per_generation_in_flight"] = round(per_generation_kb)
     ctx.add(
         Row(
             "4 held in flight",
@@ -131,7 +135,8 @@ def report(
             "4 held in flight",
             "peak RSS of the worker (/proc)",
             number(rss.peak, "MB"),
-            f"{number(rss.first, 'MB')} before the load",
+            f"{number(rss.first, 'MB')} before the load; {per_generation_kb:,.0f} KB per"
+            " generation in flight",
             target=f"<= {RSS_LIMIT_MB:g} MB",
             verdict=verdict(rss.peak <= RSS_LIMIT_MB),
         ),
