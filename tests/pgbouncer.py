@@ -1,4 +1,5 @@
-"""Debian's PgBouncer in transaction pooling mode, started by a test in front of the test server.
+"""Debian's PgBouncer in transaction pooling mode, started in front of a PostgreSQL server by a
+test or by the benchmarks (bench/cases/pgbouncer.py), in a temporary folder, on a free port.
 
 A missing pgbouncer fails the test (`.ci/run` installs it); it is never a reason to skip.
 """
@@ -23,6 +24,7 @@ from aigen.dev.serving import LOOPBACK, find_free_port
 PGBOUNCER_PATHS = ("pgbouncer", "/usr/sbin/pgbouncer")
 # Few server connections for many clients, so sessions really are shared between them.
 SERVER_POOL_SIZE = 3
+MAX_CLIENTS = 500
 START_TIMEOUT_SECONDS = 15.0
 STOP_TIMEOUT_SECONDS = 10.0
 # PgBouncer refuses to run as root; Debian's PostgreSQL packages create this account.
@@ -56,7 +58,14 @@ def pgbouncer_path() -> str:
     raise RuntimeError("pgbouncer is not installed: apt-get install pgbouncer (.ci/run does)")
 
 
-def pgbouncer_ini(server_url: str, port: int, folder: Path) -> str:
+def pgbouncer_ini(
+    server_url: str,
+    port: int,
+    folder: Path,
+    *,
+    pool_size: int = SERVER_POOL_SIZE,
+    max_clients: int = MAX_CLIENTS,
+) -> str:
     """Every database of the server, transaction pooling, trust from loopback, nothing ignored.
 
     No `ignore_startup_parameters`: the app's `timezone` must reach PgBouncer and be tracked.
@@ -74,19 +83,23 @@ unix_socket_dir =
 auth_type = trust
 auth_file = {folder / "userlist.txt"}
 pool_mode = transaction
-default_pool_size = {SERVER_POOL_SIZE}
-max_client_conn = 500
+default_pool_size = {pool_size}
+max_client_conn = {max_clients}
 logfile = {folder / "pgbouncer.log"}
 """
 
 
 @contextmanager
-def running_pgbouncer(server_url: str) -> Iterator[Bouncer]:
-    """Run PgBouncer in the foreground on a free port until the block ends."""
+def running_pgbouncer(
+    server_url: str, *, pool_size: int = SERVER_POOL_SIZE, max_clients: int = MAX_CLIENTS
+) -> Iterator[Bouncer]:
+    """Run PgBouncer in the foreground on a free port until the block ends, `pool_size` server
+    connections per database and user for at most `max_clients` clients."""
     folder = Path(tempfile.mkdtemp(prefix="aigen-pgbouncer-"))
     port = find_free_port()
     user = urlsplit(server_url).username or RUN_AS
-    (folder / "pgbouncer.ini").write_text(pgbouncer_ini(server_url, port, folder))
+    ini = pgbouncer_ini(server_url, port, folder, pool_size=pool_size, max_clients=max_clients)
+    (folder / "pgbouncer.ini").write_text(ini)
     (folder / "userlist.txt").write_text(f'"{user}" ""\n')
     command = [pgbouncer_path(), str(folder / "pgbouncer.ini")]
     if os.geteuid() == 0:

@@ -10,15 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import ExitStack
 
+from tests.pgbouncer import running_pgbouncer
+
 from bench.cases.context import Context
 from bench.cases.throughput import ceiling, load_generations
 from bench.harness.app import start_app
-from bench.harness.database import BENCH_DATABASE
-from bench.harness.pgbouncer import running_pgbouncer
 from bench.harness.report import Row, number, percent
 from bench.harness.stats import ratio
 
 SETTING = "DATABASE_PGBOUNCER"
+# Server connections PgBouncer keeps for the bench database (pgbench's 8 clients and two
+# workers' pools share them), and clients it lets in.
+POOL_SIZE = 20
+MAX_CLIENTS = 10_000
 
 
 def app_accepts(environment: Mapping[str, str], name: str, value: str) -> bool:
@@ -39,7 +43,8 @@ async def run(ctx: Context) -> None:
     supported = app_accepts(ctx.environment(), SETTING, "1")
     results: dict[str, object] = {"app_supports_" + SETTING: supported}
     direct = await ceiling(ctx, ctx.database_url, mode="extended")
-    with running_pgbouncer(ctx.tools.pgbouncer, ctx.admin_url, BENCH_DATABASE) as bouncer_url:
+    with running_pgbouncer(ctx.admin_url, pool_size=POOL_SIZE, max_clients=MAX_CLIENTS) as bouncer:
+        bouncer_url = bouncer.url(ctx.database_url)
         bounced = await ceiling(ctx, bouncer_url, mode="extended")
         results["pgbench_direct"] = direct.to_json()
         results["pgbench_through_pgbouncer"] = bounced.to_json()
