@@ -47,6 +47,7 @@ async def test_no_generations_yet(user_client, user) -> None:
     assert response.status_code == 200
     assert await response.get_json() == {
         "plan": "FREE",
+        "access": "allowed",
         "period": {
             "start": start.strftime("%Y-%m-%dT00:00:00Z"),
             "end": end.strftime("%Y-%m-%dT00:00:00Z"),
@@ -210,3 +211,27 @@ async def test_generations_through_a_key_show_up_under_it(app: Quart, user, db) 
     assert body["keys"] == [
         {"id": key["id"], "name": "script", "generations": 1, "output_tokens": tokens}
     ]
+
+
+@pytest.mark.parametrize(
+    ("verified", "plan", "used", "access", "remaining"),
+    [
+        (True, "FREE", 2, "allowed", 1),
+        (False, "FREE", 0, "verify_email", 3),  # the credits wait for the address, not spent
+        (True, "FREE", 3, "no_credits", 0),
+        (False, "PRO", 50, "allowed", None),  # PRO pays: neither verification nor credits limit
+    ],
+)
+async def test_access_says_whether_a_generation_may_start_now(
+    app: Quart, db, verified: bool, plan: str, used: int, access: str, remaining: int | None
+) -> None:
+    """The same rule as POST /api/generate's 402 and 403 (core/plans.generation_access)."""
+    user = await make_user(db, "access@example.com", verified=verified, plan=plan)
+    await db.execute("UPDATE users SET credits_used = $2 WHERE id = $1", user.id, used)
+    async with signed_in(app, user.id) as client:
+        body = await (await client.get(USAGE)).get_json()
+        generated = await client.post("/api/generate", json={"prompt": "may I?"})
+    assert body["access"] == access
+    assert body["credits"]["remaining"] == remaining
+    expected_status = {"allowed": 200, "verify_email": 403, "no_credits": 402}[access]
+    assert generated.status_code == expected_status

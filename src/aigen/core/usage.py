@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from aigen.core.database import connection
-from aigen.core.plans import credits_remaining
+from aigen.core.plans import credits_remaining, generation_access
 from aigen.store import repository
 from aigen.store.repository import KeyUsage, Usage, User
 
@@ -35,6 +35,8 @@ def usage_json(user: User, usage: Usage, start: datetime, end: datetime) -> dict
     """The body of GET /api/usage."""
     return {
         "plan": user.plan,
+        # Whether a generation may start now, and if not what the user has to do first.
+        "access": generation_access(user).value,
         "period": {"start": iso_utc(start), "end": iso_utc(end)},
         "credits": {
             "used": user.credits_used,

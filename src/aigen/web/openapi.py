@@ -174,6 +174,13 @@ class UsageReport(TypedDict):
     when the free credits renew)."""
 
     plan: Literal["FREE", "PRO"]
+    access: Annotated[
+        Literal["allowed", "verify_email", "no_credits"],
+        Field(
+            description="Whether a generation may start now: `verify_email` until a FREE"
+            " user's address is verified, `no_credits` once the period's credits are spent."
+        ),
+    ]
     period: Period
     credits: UsageCredits
     generations: GenerationCounts
