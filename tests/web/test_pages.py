@@ -474,6 +474,15 @@ async def test_404_page_is_in_the_layout(client) -> None:
     assert '<header class="nav">' in html and "We couldn't find that page" in html
 
 
+async def test_404_page_keeps_the_signed_in_users_badge(user_client, user) -> None:
+    """The header says who is signed in on an error page too, not "Sign in"."""
+    response = await user_client.get("/no/such/page")
+    html = await text_of(response)
+    assert response.status_code == 404
+    assert f'<span class="nav__email" title="{user.email}">{user.email}</span>' in html
+    assert "Your dashboard" in html and "Sign in with Google" not in html
+
+
 async def test_500_page_is_in_the_layout_and_hides_the_details(app_settings, db) -> None:
     app = create_app(app_settings)
 

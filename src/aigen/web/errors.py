@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Quart, Response, jsonify, render_template, request
+from quart import Quart, Response, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from aigen.core.errors import (
@@ -25,6 +25,7 @@ from aigen.core.errors import (
     UpstreamFailed,
     VerificationRequired,
 )
+from aigen.web.current_user import USER_KEY
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,10 @@ async def render_error(error: APIError) -> Response:
         response = Response(body, status=200)
         response.headers["X-Aigen-Status"] = str(error.status)
     else:
-        body = await render_template("errors/page.html", error=error)
+        # The signed-in user's row if this request read it already (never a query here: the
+        # error may be that the database is out of reach), for the header's user badge.
+        user = g.get(USER_KEY)
+        body = await render_template("errors/page.html", error=error, user=user)
         response = Response(body, status=error.status)
     for name, value in error.headers.items():
         response.headers[name] = value
