@@ -229,6 +229,15 @@ def test_not_found_page(page: Page, served_app, oidc_provider, clean_db) -> None
     shot(page, "12-not-found")
 
 
+# The text of the visible elements matching a selector that reach past either edge of the window.
+OUTSIDE_THE_VIEWPORT = """selector => [...document.querySelectorAll(selector)]
+    .filter(element => {
+        const box = element.getBoundingClientRect();
+        return box.width > 0 && (box.left < -0.5 || box.right > window.innerWidth + 0.5);
+    })
+    .map(element => element.textContent.trim())"""
+
+
 def test_phone_and_dark_mode(browser, served_app, oidc_provider, clean_db) -> None:
     context, page, problems = open_page(
         browser, served_app, viewport=PHONE, is_mobile=True, has_touch=True
@@ -246,6 +255,9 @@ def test_phone_and_dark_mode(browser, served_app, oidc_provider, clean_db) -> No
             page.goto(path)
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{path} scrolls sideways on a phone by {overflow}px"
+            # Nor is anything cut off inside a box that scrolls or clips (a nav link, a cell).
+            cut_off = page.evaluate(OUTSIDE_THE_VIEWPORT, ".nav__link, .table--cards td")
+            assert cut_off == [], f"{path} puts these beyond the screen's edge: {cut_off}"
         page.goto("/dashboard")
         shot(page, "15-phone-dashboard")
     finally:
