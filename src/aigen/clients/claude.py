@@ -6,12 +6,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import anthropic
 import httpx2
 from anthropic.lib.streaming import AsyncMessageStream, AsyncMessageStreamManager
 from anthropic.types import Message
+from opentelemetry import trace
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class ClaudeClient:
             timeout=timeout,
             max_retries=MAX_RETRIES,
             http_client=http_client,
+            open_telemetry=sdk_tracing(trace.get_tracer_provider()),
         )
 
     async def complete(self, prompt: str) -> Completion:
@@ -121,6 +123,17 @@ class ClaudeClient:
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
         await self._sdk.close()
+
+
+def sdk_tracing(provider: trace.TracerProvider) -> Literal[False] | None:
+    """The SDK's `open_telemetry` option: False (no spans) while OpenTelemetry is not set up in
+    this process, None (the SDK's default, and its ANTHROPIC_OPEN_TELEMETRY* variables) once it is.
+
+    The SDK builds a span with its attributes for every call even when nothing records it, about
+    a tenth of a call's CPU (README, Performance). Without a tracer provider set up, as by
+    `opentelemetry-instrument aigen serve`, the global one is only a proxy.
+    """
+    return False if isinstance(provider, trace.ProxyTracerProvider) else None
 
 
 class AnswerStream:
