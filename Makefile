@@ -34,7 +34,7 @@ lint: install
 	$(BIN)/lint-imports
 
 # The performance suite (bench/suite.py): figures beside their ceilings, written to
-# bench/results.json and bench/results.md. `make bench BENCH_ARGS=--quick` takes a minute or two.
+# bench/results.json and bench/results.md. `make bench BENCH_ARGS=--quick` takes a few minutes.
 BENCH_ARGS ?=
 bench: install
 	{ test -x $(BIN)/py-spy && $(BIN)/python -c 'import pyinstrument'; } 2>/dev/null || \
