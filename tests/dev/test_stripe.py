@@ -17,7 +17,7 @@ from typing import Any, cast
 import httpx
 import pytest
 import stripe
-from stripe.params import SubscriptionListParams
+from stripe.params import SubscriptionListParams, checkout
 from stripe.params.checkout import SessionCreateParams
 
 from aigen.dev.serving import answers, find_free_port
@@ -673,6 +673,34 @@ async def test_subscriptions_listed_by_customer_and_status(
     assert other.subscription in [s.id for s in everyone.data]
     with pytest.raises(stripe.InvalidRequestError) as caught:
         await client.v1.subscriptions.list_async({"status": "sleeping"})  # type: ignore[typeddict-item]
+    assert caught.value.param == "status"
+
+
+async def test_checkout_sessions_listed_by_customer_and_status(
+    client: stripe.StripeClient, browser: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    customer = await client.v1.customers.create_async({"email": "tabs@example.com"})
+    mine = {"customer": customer.id, "customer_email": None}
+    paid = await paid_session(client, browser, receiver, **mine)
+    expired, still_open = [
+        await client.v1.checkout.sessions.create_async(checkout_params(receiver, **mine))
+        for _ in range(2)
+    ]
+    await client.v1.checkout.sessions.expire_async(expired.id)
+    await client.v1.checkout.sessions.create_async(checkout_params(receiver))  # someone else's
+
+    async def listed(**params: Any) -> list[str]:
+        query = cast(checkout.SessionListParams, {"customer": customer.id, **params})
+        found = await client.v1.checkout.sessions.list_async(query)
+        assert found.to_dict()["object"] == "list" and found.url == "/v1/checkout/sessions"
+        return [session.id for session in found.data]
+
+    assert await listed() == [still_open.id, expired.id, paid.id]  # newest first
+    assert await listed(status="open") == [still_open.id]
+    assert await listed(status="expired") == [expired.id]
+    assert await listed(status="complete") == [paid.id]
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        await client.v1.checkout.sessions.list_async({"status": "paid"})  # type: ignore[typeddict-item]
     assert caught.value.param == "status"
 
 

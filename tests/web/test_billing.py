@@ -18,6 +18,7 @@ from quart import Quart
 from aigen.app import create_app
 from aigen.dev.serving import find_free_port
 from aigen.dev.stripe import FakeStripeServer
+from aigen.dev.stripe.server import FakeStripeAdminError
 from aigen.store.repository import User
 from aigen.web.runtime import EXTENSION_KEY, Runtime
 from tests.helpers import (
@@ -72,6 +73,11 @@ async def start_checkout(app: Quart, user: User) -> str:
     return response.headers["Location"].rsplit("/", 1)[1]
 
 
+def is_session_created(request: dict[str, Any]) -> bool:
+    """Whether a request the stand-in logged created a Checkout Session (not listed them)."""
+    return request["path"] == "/v1/checkout/sessions" and request["method"] == "POST"
+
+
 def signed_body(
     event: dict[str, Any], *, secret: str = STRIPE_WEBHOOK_SECRET, at: int | None = None
 ):
@@ -116,13 +122,33 @@ async def test_checkout_sends_the_user_to_stripe_as_themselves(
     requests = await fake_stripe.requests()
     [customer] = [r["params"] for r in requests if r["path"] == "/v1/customers"]
     assert customer == {"email": ada.email, "metadata": {"user_id": str(ada.id)}}
-    [created] = [r for r in requests if r["path"] == "/v1/checkout/sessions"]
+    [created] = [r for r in requests if is_session_created(r)]
     sent = created["params"]
     assert sent["mode"] == "subscription" and sent["client_reference_id"] == str(ada.id)
     assert sent["metadata"] == {"user_id": str(ada.id)}
     assert sent["customer"] == (await billing_state(db, ada.id))["stripe_customer_id"]
     assert sent["success_url"].startswith("http://127.0.0.1:8000/billing/success")
     assert sent["cancel_url"] == "http://127.0.0.1:8000/pricing"
+
+
+async def test_a_new_checkout_expires_the_earlier_open_one(
+    billing_app: Served, fake_stripe: FakeStripeServer, db
+) -> None:
+    """Two Checkout pages (two tabs, a double click) cannot both be paid: two subscriptions."""
+    ada = await make_user(db)
+    await fake_stripe.set_webhook(billing_app.url + WEBHOOK, STRIPE_WEBHOOK_SECRET)
+    first = await start_checkout(billing_app.app, ada)
+    second = await start_checkout(billing_app.app, ada)
+    assert first != second
+    with pytest.raises(FakeStripeAdminError, match="expired"):
+        await fake_stripe.complete_checkout(first)
+    await fake_stripe.complete_checkout(second)
+    await fake_stripe.wait_for_deliveries()
+    state = await billing_state(db, ada.id)
+    subscriptions = [
+        e for e in await fake_stripe.events() if e["type"] == "checkout.session.completed"
+    ]
+    assert state["plan"] == "PRO" and len(subscriptions) == 1
 
 
 async def test_checkout_needs_the_csrf_token(billing_app: Served, fake_stripe, db) -> None:
@@ -133,7 +159,7 @@ async def test_checkout_needs_the_csrf_token(billing_app: Served, fake_stripe, d
             "/billing/checkout", headers={"Origin": "https://evil.example"}
         )
     assert response.status_code == 403
-    assert not [r for r in await fake_stripe.requests() if r["path"] == "/v1/checkout/sessions"]
+    assert not [r for r in await fake_stripe.requests() if is_session_created(r)]
 
 
 async def test_upgrade_generate_past_the_limit_portal_and_cancel(
@@ -326,7 +352,7 @@ async def test_a_pro_user_is_not_sent_to_checkout_again(
         token = await page_csrf_token(client, "/pricing")
         response = await client.post("/billing/checkout", form={"csrf_token": token})
     assert response.status_code == 303 and response.headers["Location"] == "/pricing"
-    assert not [r for r in await fake_stripe.requests() if r["path"] == "/v1/checkout/sessions"]
+    assert not [r for r in await fake_stripe.requests() if is_session_created(r)]
 
 
 async def test_portal_without_a_stripe_customer_is_404(billing_app: Served, db) -> None:
@@ -353,7 +379,7 @@ async def test_checkout_again_while_the_webhook_is_late_goes_to_the_portal(
         again = await client.post("/billing/checkout", form={"csrf_token": token})
     assert again.status_code == 303
     assert again.headers["Location"].startswith(fake_stripe.url + "/portal/")
-    sessions = [r for r in await fake_stripe.requests() if r["path"] == "/v1/checkout/sessions"]
+    sessions = [r for r in await fake_stripe.requests() if is_session_created(r)]
     assert len(sessions) == 1
     customer = (await billing_state(db, ada.id))["stripe_customer_id"]
     assert sessions[0]["params"]["customer"] == customer  # one customer, made before paying
@@ -376,7 +402,7 @@ async def test_checkout_after_a_cancelled_subscription_reuses_the_customer(
     assert (await billing_state(db, ada.id))["plan"] == "FREE"
     second = await start_checkout(billing_app.app, ada)
     assert second.startswith("cs_test_")
-    sessions = [r for r in await fake_stripe.requests() if r["path"] == "/v1/checkout/sessions"]
+    sessions = [r for r in await fake_stripe.requests() if is_session_created(r)]
     assert [s["params"]["customer"] for s in sessions] == [state["stripe_customer_id"]] * 2
 
 
@@ -390,5 +416,5 @@ async def test_checkout_replaces_a_customer_stripe_no_longer_knows(
     assert session.startswith("cs_test_")
     replaced = (await billing_state(db, ada.id))["stripe_customer_id"]
     assert replaced not in (None, "cus_gone")
-    sessions = [r for r in await fake_stripe.requests() if r["path"] == "/v1/checkout/sessions"]
+    sessions = [r for r in await fake_stripe.requests() if is_session_created(r)]
     assert sessions[-1]["params"]["customer"] == replaced

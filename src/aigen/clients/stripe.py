@@ -144,6 +144,33 @@ class StripeBilling:
             raise BillingUnavailable(f"Stripe refused the customer: {_reason(error)}") from error
         return customer.id
 
+    async def expire_open_checkouts(self, customer_id: str) -> list[str]:
+        """Expire the customer's Checkout Sessions still open; the ids of those expired.
+
+        Two Checkout pages open at once (two tabs, a double click) could both be paid, making two
+        subscriptions: only the newest may be paid. A session paid or expired meanwhile is left
+        as it is (the caller looks for live subscriptions next).
+        """
+        params: checkout.SessionListParams = {
+            "customer": customer_id,
+            "status": "open",
+            "limit": SUBSCRIPTIONS_PAGE,
+        }
+        expired: list[str] = []
+        try:
+            found = await self._client.v1.checkout.sessions.list_async(params)
+            open_ids = [session.id async for session in found.auto_paging_iter()]
+            for session_id in open_ids:
+                try:
+                    await self._client.v1.checkout.sessions.expire_async(session_id)
+                except stripe.InvalidRequestError as error:
+                    log.info("checkout %s was no longer open: %s", session_id, _reason(error))
+                    continue
+                expired.append(session_id)
+        except stripe.StripeError as error:
+            raise _refusal("the open checkouts", error) from error
+        return expired
+
     async def live_subscriptions(self, customer_id: str) -> list[str]:
         """The ids of the customer's subscriptions that bill (active, trialing or past due)."""
         params: SubscriptionListParams = {"customer": customer_id, "limit": SUBSCRIPTIONS_PAGE}

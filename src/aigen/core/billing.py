@@ -160,8 +160,9 @@ async def _apply(
 
 
 def _warn_if_paid_twice(user: User, change: PlanChange, event: BillingEvent) -> None:
-    """Checkout refuses a customer Stripe already bills, but two Checkouts opened at once can
-    both be paid: an operator refunds one (the handler never calls Stripe back)."""
+    """Checkout refuses a customer Stripe already bills and expires their earlier open Checkouts,
+    but two opened at the very same moment could still both be paid: an operator refunds one
+    (the handler never calls Stripe back)."""
     current = user.stripe_subscription_id
     if event.type == CHECKOUT_COMPLETED and user.plan == PRO and current is not None:
         if change.subscription_id not in (None, current):
@@ -198,6 +199,10 @@ async def _checkout_or_portal(
 ) -> str:
     """A Checkout Session, or the portal when one of the customer's subscriptions still bills."""
     customer_id = user.stripe_customer_id or await _new_customer(billing, pool, user)
+    # First, so that a page paid while this runs shows up as a live subscription just below.
+    expired = await billing.expire_open_checkouts(customer_id)
+    if expired:
+        log.info("user %s: earlier checkout(s) %s expired for a new one", user.id, expired)
     live = await billing.live_subscriptions(customer_id)
     if live:
         log.info("user %s already has subscription %s: sent to the portal", user.id, live[0])

@@ -128,6 +128,13 @@ def create_checkout_session(params: Params) -> JsonObject:
     return billing.create_checkout_session(current_state(), params, _page_url("/pay/"))
 
 
+@blueprint.get("/v1/checkout/sessions")
+@stripe_endpoint
+def list_checkout_sessions(params: Params) -> JsonObject:
+    """List Checkout Sessions (``customer``, ``status``, ``limit`` and the cursors are honoured)."""
+    return billing.list_checkout_sessions(current_state(), params)
+
+
 @blueprint.get("/v1/checkout/sessions/<session_id>")
 @stripe_endpoint
 def retrieve_checkout_session(params: Params, session_id: str) -> JsonObject:

@@ -296,6 +296,26 @@ def list_subscriptions(state: FakeStripeState, params: Params) -> JsonObject:
     return _list_page(found, params, "/v1/subscriptions")
 
 
+CHECKOUT_LIST_PARAMS = frozenset(
+    "created customer customer_details customer_account ending_before expand limit "
+    "payment_intent payment_link starting_after status subscription".split()
+)
+CHECKOUT_STATUSES = ("open", "complete", "expired")
+
+
+def list_checkout_sessions(state: FakeStripeState, params: Params) -> JsonObject:
+    """``GET /v1/checkout/sessions``: newest first, by ``customer`` and ``status`` if given."""
+    reject_unknown(params, CHECKOUT_LIST_PARAMS)
+    customer = optional_str(params, "customer")
+    wanted = None if params.get("status") is None else one_of(params, "status", CHECKOUT_STATUSES)
+    found = [
+        session
+        for session in reversed(state.objects["checkout.session"].values())
+        if customer in (None, session.get("customer")) and wanted in (None, session["status"])
+    ]
+    return _list_page(found, params, "/v1/checkout/sessions")
+
+
 def _status_listed(status: str, wanted: str | None) -> bool:
     if wanted is None:
         return status != "canceled"
