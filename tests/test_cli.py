@@ -250,3 +250,39 @@ def test_development_public_url_follows_the_port_served(
     assert _development_public_url(host, port) == {"PUBLIC_URL": expected}
     monkeypatch.setenv("PUBLIC_URL", "https://dev.example.com")
     assert _development_public_url(host, port) == {}
+
+
+def test_development_stand_ins_answer_to_the_port_served(database_url: str, tmp_path: Path) -> None:
+    """`make run PORT=…` in development: the Stripe stand-in's webhooks come back to that port."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from aigen.dev.serving import find_free_port
+
+    port = find_free_port()
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("PUBLIC_URL", "STRIPE_", "AIGEN_ENV", "AIGEN_DEV"))
+    }
+    environment |= {"DATABASE_URL": database_url, "AIGEN_DATA_DIR": str(tmp_path / "data")}
+    command = [sys.executable, "-m", "aigen.cli", "serve", "--host", "127.0.0.1"]
+    log = tmp_path / "serve.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            [*command, "--port", str(port)], env=environment, stdout=output, stderr=output
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.poll() is None:
+            if "serving on" in log.read_text():
+                break
+            time.sleep(0.1)
+        text = log.read_text()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    [stripe_line] = [line for line in text.splitlines() if "events go to" in line]
+    assert f"events go to http://127.0.0.1:{port}/billing/webhook" in stripe_line, text[-3000:]

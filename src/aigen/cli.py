@@ -88,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not settings.is_production:
             if args.command == "serve":
                 os.environ.update(_development_public_url(args.host, args.port))
+                # Read again before the stand-ins start: the Stripe stand-in posts its webhooks
+                # to PUBLIC_URL (it went to :8000 whatever port `make run PORT=` served).
+                settings = load_settings()
             os.environ.update(_start_stand_ins(settings, stack, serving=args.command == "serve"))
             settings = load_settings()
         if args.command == "serve":
