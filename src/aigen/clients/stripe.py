@@ -30,7 +30,7 @@ ZERO_DECIMAL_CURRENCIES = frozenset(
 CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£"}
 # Subscriptions that bill, or will once the card is fixed: a new Checkout would bill twice.
 LIVE_SUBSCRIPTION_STATUSES = frozenset({"active", "trialing", "past_due"})
-SUBSCRIPTIONS_PAGE = 100
+LIST_PAGE = 100  # the most Stripe lists a page (subscriptions, open Checkout Sessions)
 
 
 class BillingUnavailable(Exception):
@@ -154,7 +154,7 @@ class StripeBilling:
         params: checkout.SessionListParams = {
             "customer": customer_id,
             "status": "open",
-            "limit": SUBSCRIPTIONS_PAGE,
+            "limit": LIST_PAGE,
         }
         expired: list[str] = []
         try:
@@ -173,7 +173,7 @@ class StripeBilling:
 
     async def live_subscriptions(self, customer_id: str) -> list[str]:
         """The ids of the customer's subscriptions that bill (active, trialing or past due)."""
-        params: SubscriptionListParams = {"customer": customer_id, "limit": SUBSCRIPTIONS_PAGE}
+        params: SubscriptionListParams = {"customer": customer_id, "limit": LIST_PAGE}
         try:
             found = await self._client.v1.subscriptions.list_async(params)
             return [
