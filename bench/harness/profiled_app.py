@@ -2,20 +2,21 @@
 
     python -m bench.harness.profiled_app --port P --output DIR   (settings from the environment)
 
-Served with hypercorn's asyncio `serve` and the access-log settings of `aigen serve`, one
-worker, in process (pyinstrument sees only its own process). SIGUSR1 starts the profiler
-(after the warm-up), SIGTERM stops it, writes DIR/pyinstrument.txt and .html, and stops serving.
+Served with hypercorn's `serve` on uvloop with `aigen serve`'s config, one worker, in process
+(pyinstrument sees only its own process). SIGUSR1 starts the profiler (after the warm-up),
+SIGTERM stops it, writes DIR/pyinstrument.txt and .html, and stops serving.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+import uvloop
 
 from bench.harness.services import HOST, Service, free_port, python_command, start
 
@@ -45,18 +46,17 @@ def start_profiled_app(
 async def serve(port: int, output: Path) -> None:
     """Serve until SIGTERM, profiling between SIGUSR1 and SIGTERM."""
     from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
     from pyinstrument import Profiler
 
     from aigen.app import create_app
-    from aigen.cli import ACCESS_LOG_FORMAT
+    from aigen.cli import hypercorn_config
+    from aigen.config import load_settings
+    from aigen.serving import freeze_start_up_objects
 
     app = create_app()
-    config = Config()
-    config.bind = [f"{HOST}:{port}"]
-    config.accesslog = logging.getLogger("hypercorn.access")
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.access_log_format = ACCESS_LOG_FORMAT
+    # `aigen serve`'s own config (access log, uvloop), one worker in this process.
+    config = hypercorn_config(load_settings(), HOST, port, workers=1)
+    freeze_start_up_objects()
     profiler = Profiler(interval=INTERVAL, async_mode="disabled")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.output))
+    uvloop.run(serve(args.port, args.output))
 
 
 if __name__ == "__main__":

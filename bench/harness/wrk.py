@@ -64,8 +64,13 @@ async def run_wrk(
     cookie_file: Path | None = None,
     headers: Sequence[str] = (),
     timeout: float = 30.0,
+    stagger: float = 0.0,
 ) -> WrkResult:
-    """Keep `connections` requests in flight against `url` for `seconds`; return the figures."""
+    """Keep `connections` requests in flight against `url` for `seconds`; return the figures.
+
+    With `stagger` (seconds), each connection's first request waits a random part of it, so
+    the connections start spread out rather than all at once.
+    """
     command = [
         wrk_binary(),
         f"-t{min(THREADS, connections)}",
@@ -78,8 +83,9 @@ async def run_wrk(
     for header in headers:
         command += ["-H", header]
     command += [url, "--", method, str(body_file) if body_file else "-"]
-    if cookie_file is not None:
-        command.append(str(cookie_file))
+    command.append(str(cookie_file) if cookie_file is not None else "-")
+    if stagger > 0:
+        command += [str(round(stagger * 1000)), str(connections)]
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
