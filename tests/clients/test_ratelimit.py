@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
+from redis.asyncio.connection import _AsyncHiredisParser
 
 from aigen.clients.ratelimit import (
     Decision,
@@ -15,6 +16,7 @@ from aigen.clients.ratelimit import (
     MemoryRateLimiter,
     RateLimit,
     RedisRateLimiter,
+    build_redis,
     parse_rate_limit,
 )
 
@@ -321,3 +323,17 @@ async def test_fallback_logs_again_after_log_every(
     assert len(caplog.records) == 2
     assert "3 failed hits in this outage" in caplog.records[-1].getMessage()
     await down.aclose()
+
+
+async def test_the_apps_redis_client_parses_replies_with_hiredis() -> None:
+    # redis[hiredis]: its C parser costs about a quarter less CPU per hit than the Python one.
+    client = build_redis(REDIS_URL)
+    try:
+        assert await client.ping()
+        connection = await client.connection_pool.get_connection()
+        try:
+            assert isinstance(connection._parser, _AsyncHiredisParser)
+        finally:
+            await client.connection_pool.release(connection)
+    finally:
+        await client.aclose()
