@@ -34,6 +34,7 @@ from pathlib import Path
 
 from bench.cases import (
     contention,
+    floor,
     health,
     held,
     overhead,
@@ -66,6 +67,7 @@ Case = Callable[[Context], Awaitable[None]]
 # In the order they run: the ones sharing the 2-worker app first, then those serving their own.
 SHARED_APP_CASES: dict[str, Case] = {
     "1": throughput.run,
+    "floor": floor.run,
     "3": health.run,
     "6": contention.run,
     "2": overhead.run,

@@ -11,7 +11,7 @@ import argparse
 from contextlib import ExitStack
 from pathlib import Path
 
-from quart import Quart, Response, jsonify
+from quart import Quart, Response, jsonify, request
 
 from bench.harness.services import HOST, Service, free_port, python_command, start
 
@@ -22,6 +22,20 @@ app = Quart(__name__)
 async def healthz() -> Response:
     """The same answer as aigen's /healthz."""
     return jsonify({"status": "ok"})
+
+
+@app.post("/api/generate")
+async def generate() -> Response:
+    """A JSON body in, an answer the size and shape of aigen's 200 out (bench/cases/floor.py)."""
+    body = await request.get_json()
+    return jsonify(
+        {
+            "id": 1,
+            "result": "x" * 600 + str(body["prompt"]),
+            "usage": {"input_tokens": 4, "output_tokens": 120},
+            "credits": {"plan": "free", "used": 1, "limit": 1000000, "remaining": 999999},
+        }
+    )
 
 
 def start_bare_app(stack: ExitStack, *, workers: int, log_dir: Path) -> Service:
