@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small counts, a minute or two")
     parser.add_argument("--held", type=int, help="generations held in flight in case 4")
     parser.add_argument("--held-upstream", type=float, help="upstream seconds in case 4")
-    parser.add_argument("--only", help="comma-separated cases: 1-6, pgbouncer, profile, ...")
+    parser.add_argument("--only", help="comma-separated cases: 1-6, floor, pgbouncer, profile, ...")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy and pyinstrument")
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the app (default INFO)")
     return parser.parse_args(argv)
