@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from hypercorn.config import Config
+from quart import Quart
 
 from bench.harness.services import HOST, Service, free_port, python_command, start
 
@@ -43,19 +45,24 @@ def start_profiled_app(
     )
 
 
+def app_and_config(port: int) -> tuple[Quart, Config]:
+    """The app from the environment's settings and `aigen serve`'s own hypercorn config (access
+    log, uvloop), for one worker in this process."""
+    from aigen.app import create_app
+    from aigen.cli import hypercorn_config
+    from aigen.config import load_settings
+
+    return create_app(), hypercorn_config(load_settings(), HOST, port, workers=1)
+
+
 async def serve(port: int, output: Path) -> None:
     """Serve until SIGTERM, profiling between SIGUSR1 and SIGTERM."""
     from hypercorn.asyncio import serve as hypercorn_serve
     from pyinstrument import Profiler
 
-    from aigen.app import create_app
-    from aigen.cli import hypercorn_config
-    from aigen.config import load_settings
     from aigen.serving import freeze_start_up_objects
 
-    app = create_app()
-    # `aigen serve`'s own config (access log, uvloop), one worker in this process.
-    config = hypercorn_config(load_settings(), HOST, port, workers=1)
+    app, config = app_and_config(port)
     freeze_start_up_objects()
     profiler = Profiler(interval=INTERVAL, async_mode="disabled")
     stop = asyncio.Event()
