@@ -35,7 +35,7 @@ class Mode:
     throughput_connections: int = 32
     health_connections: int = 64
     pro_connections: int = 64
-    overhead_concurrency: tuple[int, ...] = (50, 100)
+    overhead_concurrency: tuple[int, ...] = (1, 50, 100)
     overhead_upstream: float = 0.2
     workers: int = 2
     pool: int = 10  # DB_POOL_MAX of the shared app (case 4 sets its own)

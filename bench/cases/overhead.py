@@ -1,4 +1,6 @@
-"""Case 2: what the app adds to a 200 ms upstream, at 50 and 100 concurrent generations.
+"""Case 2: what the app adds to a 200 ms upstream, at 1, 50 and 100 concurrent generations.
+
+At 1 (printed) nothing queues: it is what one generation alone adds, the floor under the others.
 
 The upstream's delay comes from its prompt directive `[fake:delay=0.2]`. The same load is also
 sent to the upstream directly: the overhead is printed both over the nominal 200 ms and over
@@ -138,7 +140,7 @@ def rows(
             measured.lockstep,
             upstream_ms,
             targets,
-            f"each worker gets {concurrency // max(workers, 1)} requests as one burst"
+            f"each worker gets about {concurrency / max(workers, 1):g} requests as one burst"
             f" every {upstream_ms:.0f} ms",
         ),
         Row(
