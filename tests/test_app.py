@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import anthropic._data
 import pytest
 from quart.testing.app import LifespanError
 
@@ -46,3 +47,15 @@ async def test_a_crashed_background_task_does_not_stop_the_shutdown(
 
 async def crash() -> None:
     raise RuntimeError("an odd error in a background task")
+
+
+def test_a_model_the_sdk_calls_deprecated_is_named_in_the_log_at_start_up(
+    app_settings: dict[str, str], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK's own per-call DeprecationWarning is hidden by Python outside tests.
+    monkeypatch.setitem(anthropic._data.DEPRECATED_MODELS, "claude-retiring-1", "June 1st, 2027")
+    create_app({**app_settings, "AIGEN_MODEL": "claude-retiring-1"})
+    assert "AIGEN_MODEL claude-retiring-1 reaches end of life on June 1st, 2027" in caplog.text
+    caplog.clear()
+    create_app({**app_settings, "AIGEN_MODEL": "claude-current-1"})
+    assert "reaches end of life" not in caplog.text

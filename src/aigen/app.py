@@ -13,7 +13,7 @@ import asyncpg
 from quart import Quart
 from quart_auth import QuartAuth
 
-from aigen.clients.claude import ClaudeClient
+from aigen.clients.claude import ClaudeClient, end_of_life
 from aigen.clients.mail import BackgroundMailer, Mailer, OutboxMailer, SMTPMailer, parse_smtp_url
 from aigen.clients.oidc import OIDCClient
 from aigen.clients.ratelimit import build_limiter
@@ -155,6 +155,14 @@ def _announce_defaults(settings: Settings) -> None:
             "STRIPE_SECRET_KEY, STRIPE_PRICE_ID and STRIPE_WEBHOOK_SECRET are unset: upgrades to"
             " Pro are closed (the pricing page says so%s)",
             f" and names {settings.support_email}" if settings.support_email else "",
+        )
+    retires = end_of_life(settings.model)
+    if retires is not None:
+        log.warning(
+            "AIGEN_MODEL %s reaches end of life on %s (the anthropic SDK's list of deprecated"
+            " models): set AIGEN_MODEL to a current model before then",
+            settings.model,
+            retires,
         )
     if settings.is_production and not settings.forwarded_hops:
         log.warning(

@@ -125,6 +125,21 @@ class ClaudeClient:
         await self._sdk.close()
 
 
+def end_of_life(model: str) -> str | None:
+    """When the installed SDK says `model` reaches end of life (e.g. "January 22nd, 2027"), or None.
+
+    The SDK warns at every call with a DeprecationWarning, which Python hides outside tests and
+    `__main__`, so an operator would never see it; the app logs it at start-up instead. The table
+    lives in a private module of the SDK: read defensively, a newer SDK may move it.
+    """
+    try:
+        from anthropic._data import DEPRECATED_MODELS
+    except ImportError:
+        return None
+    retires = DEPRECATED_MODELS.get(model)
+    return retires if isinstance(retires, str) else None
+
+
 def sdk_tracing(provider: trace.TracerProvider) -> Literal[False] | None:
     """The SDK's `open_telemetry` option: False (no spans) while OpenTelemetry is not set up in
     this process, None (the SDK's default, and its ANTHROPIC_OPEN_TELEMETRY* variables) once it is.
