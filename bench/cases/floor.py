@@ -17,15 +17,14 @@ import asyncio
 import json
 from contextlib import ExitStack
 
-from bench.cases.context import JSON_HEADER, Context
+from bench.cases.context import Context
+from bench.cases.throughput import load_generations
 from bench.harness.app import start_app
 from bench.harness.bare_app import start_bare_app
 from bench.harness.report import Row, number
 from bench.harness.sampling import cpu_split
 from bench.harness.services import ROOT, Service, child_environment, python_command
-from bench.harness.wrk import WrkResult, run_wrk
 
-PROMPT = "Bench generation"
 BARE_CONNECTIONS = 32
 APP_CONNECTIONS = (16, 32)
 FLOOR_USERS = 200
@@ -36,22 +35,12 @@ async def cpu_ms_per_request(
     ctx: Context, service: Service, connections: int, cookies: bool
 ) -> tuple[float, float]:
     """CPU milliseconds of `service`'s workers per POST /api/generate answered, and the rate."""
-    body = ctx.write("floor.json", ctx.generate_body(PROMPT))
     cookie_file = ctx.cookie_file("floor-cookies.txt", ctx.users) if cookies else None
-
-    async def post(seconds: float) -> WrkResult:
-        return await run_wrk(
-            service.url + "/api/generate",
-            connections=connections,
-            seconds=seconds,
-            method="POST",
-            body_file=body,
-            cookie_file=cookie_file,
-            headers=[JSON_HEADER],
-        )
-
-    await post(ctx.mode.warmup)
-    result, used = await cpu_split(service.worker_pids(), post(ctx.mode.seconds))
+    await load_generations(ctx, service, ctx.mode.warmup, cookie_file, connections, warm_up=False)
+    measured = load_generations(
+        ctx, service, ctx.mode.seconds, cookie_file, connections, warm_up=False
+    )
+    result, used = await cpu_split(service.worker_pids(), measured)
     if result.failed:
         raise RuntimeError(f"{service.name} failed {result.failed} requests: {result.errors}")
     return sum(used) / max(result.requests, 1) * 1000, result.ok_rate

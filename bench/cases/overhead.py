@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 
 from bench.cases.context import JSON_HEADER, MODEL, Context
+from bench.cases.throughput import load_generations
 from bench.harness.report import Row, number, percent, verdict
 from bench.harness.stats import ratio
 from bench.harness.wrk import WrkResult, run_wrk
@@ -52,7 +53,6 @@ async def measure(ctx: Context, concurrency: int) -> Measured:
         "messages": [{"role": "user", "content": prompt}],
     }
     upstream_body = ctx.write("upstream.json", json.dumps(message))
-    app_body = ctx.write("delayed.json", ctx.generate_body(prompt))
     cookies = ctx.cookie_file("cookies.txt", ctx.users)
     spread = ctx.mode.overhead_upstream
     upstream = await run_wrk(
@@ -64,23 +64,22 @@ async def measure(ctx: Context, concurrency: int) -> Measured:
         headers=UPSTREAM_HEADERS,
         stagger=spread,
     )
-    url = ctx.app.url + "/api/generate"
+    app = ctx.app
 
-    async def load(seconds: float, stagger: float = 0.0) -> WrkResult:
-        return await run_wrk(
-            url,
-            connections=concurrency,
-            seconds=seconds,
-            method="POST",
-            body_file=app_body,
-            cookie_file=cookies,
-            headers=[JSON_HEADER],
+    async def load(warm_up: bool, stagger: float = 0.0) -> WrkResult:
+        return await load_generations(
+            ctx,
+            app,
+            ctx.mode.seconds,
+            cookies,
+            concurrency,
+            warm_up=warm_up,
+            prompt=prompt,
             stagger=stagger,
         )
 
-    await load(ctx.mode.warmup)
-    lockstep = await load(ctx.mode.seconds)
-    staggered = await load(ctx.mode.seconds, stagger=spread)
+    lockstep = await load(warm_up=True)
+    staggered = await load(warm_up=False, stagger=spread)
     return Measured(upstream, lockstep, staggered)
 
 

@@ -29,20 +29,28 @@ async def load_generations(
     ctx: Context,
     app: Service,
     seconds: float,
-    cookie_file: Path,
+    cookie_file: Path | None,
     connections: int,
     *,
     warm_up: bool = True,
+    prompt: str = PROMPT,
+    stagger: float = 0.0,
 ) -> WrkResult:
-    """wrk posting generations for random users: a warm-up, then the measured run."""
-    body = ctx.write("generate.json", ctx.generate_body(PROMPT))
-    url = app.url + "/api/generate"
+    """wrk posting generations for random users (`cookie_file`): a warm-up, then the measured
+    run, whose connections start spread over `stagger` seconds when it is given."""
+    body = ctx.write("generate.json", ctx.generate_body(prompt))
     post = partial(
-        run_wrk, url, method="POST", body_file=body, cookie_file=cookie_file, headers=[JSON_HEADER]
+        run_wrk,
+        app.url + "/api/generate",
+        connections=connections,
+        method="POST",
+        body_file=body,
+        cookie_file=cookie_file,
+        headers=[JSON_HEADER],
     )
     if warm_up:
-        await post(connections=connections, seconds=ctx.mode.warmup)
-    return await post(connections=connections, seconds=seconds)
+        await post(seconds=ctx.mode.warmup)
+    return await post(seconds=seconds, stagger=stagger)
 
 
 async def ceiling(ctx: Context, url: str, mode: str = "prepared") -> PgbenchResult:
