@@ -29,11 +29,10 @@ from aigen.clients.claude import ClaudeClient
 from aigen.clients.ratelimit import RateLimit, build_limiter
 from aigen.store import repository
 from aigen.store.pool import connection, create_pool
+from bench.harness.pgbench import MODEL, RESULT_TEXT
 
 CONCURRENCY = 16
-MODEL = "claude-opus-4-5"
 PROMPT = "Bench generation"
-ANSWER = "x" * 600
 BENCH_LIMIT = RateLimit(count=1_000_000, period=60.0)
 
 
@@ -87,7 +86,7 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
                 conn,
                 user_id,
                 generation.id,
-                result=ANSWER,
+                result=RESULT_TEXT,
                 model=MODEL,
                 input_tokens=4,
                 output_tokens=120,
